@@ -1,0 +1,35 @@
+// Mutual k-nearest-neighbour overlap counting.
+//
+// Given neighbour-index lists, count for each sample how many neighbours two
+// lists share. Rows hold distinct indices (neighbour lists of one sample never
+// repeat an index); for such rows every kernel here returns |A_i ∩ B_i|.
+//
+// Layouts are dense row-major: a list array is (n, k); a stack of L layers'
+// lists is (L, n, k). Index types: int32 or int64.
+#pragma once
+
+#include <cstdint>
+
+namespace fastsim {
+
+// out[i] = |{a[i, p]} ∩ {b[i, q]}| for i in [0, n).
+template <typename Index>
+void overlap_rows_cpu(const Index* a, const Index* b, int32_t* out, int64_t n, int64_t k);
+
+// totals[x * L + y] = sum over i of |lists[x, i, :] ∩ lists[y, i, :]| for all layer pairs
+// (symmetric; the diagonal is n * k). Each layer's row is sorted once and shared by all pairs.
+template <typename Index>
+void overlap_all_pairs_cpu(const Index* lists, int64_t* totals, int64_t num_layers, int64_t n, int64_t k);
+
+#ifdef FASTSIM_WITH_CUDA
+// CUDA twins of the functions above; pointers are device pointers, work is queued on `stream`
+// (a cudaStream_t passed as an integer; 0 is the legacy default stream). `totals` is overwritten.
+template <typename Index>
+void overlap_rows_cuda(const Index* a, const Index* b, int32_t* out, int64_t n, int64_t k, std::uintptr_t stream);
+
+template <typename Index>
+void overlap_all_pairs_cuda(const Index* lists, int64_t* totals, int64_t num_layers, int64_t n, int64_t k,
+                            std::uintptr_t stream);
+#endif
+
+}  // namespace fastsim

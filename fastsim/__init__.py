@@ -1,0 +1,15 @@
+"""fastsim: fast, exact layer-similarity metrics for neural networks.
+
+>>> import numpy as np, fastsim
+>>> a = np.random.default_rng(0).normal(size=(1000, 64))
+>>> float(fastsim.cka(a, a))
+1.0
+"""
+
+from . import reference
+from .metrics import cka, cosine, mutual_knn, similarity_matrix
+from .options import DegenerateWarning
+
+__version__ = "0.1.0"
+
+__all__ = ["cka", "cosine", "mutual_knn", "similarity_matrix", "reference", "DegenerateWarning", "__version__"]

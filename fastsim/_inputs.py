@@ -1,0 +1,132 @@
+"""Checking and converting the arrays users pass in, and converting results back.
+
+NumPy arrays become zero-copy CPU tensors; results go back to the caller's type: NumPy in,
+NumPy out; torch in, torch out on the same device.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+_FLOAT_TORCH = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the inputs came from, so results can be returned in kind."""
+
+    numpy: bool
+    device: torch.device
+
+
+def _numpy_to_torch(name: str, x: np.ndarray) -> torch.Tensor:
+    if x.dtype.kind != "f" or x.dtype.itemsize not in (2, 4, 8):
+        raise TypeError(f"{name} must have a floating dtype (float16, float32 or float64); got dtype {x.dtype}")
+    with warnings.catch_warnings():
+        # Read-only arrays are fine: fastsim never writes into its inputs.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(x)
+
+
+def as_tensor(name: str, x: Any) -> tuple[torch.Tensor, bool]:
+    """Return (tensor, came_from_numpy) for a NumPy array or torch tensor; reject anything else."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype not in _FLOAT_TORCH:
+            raise TypeError(
+                f"{name} must have a floating dtype (float16, bfloat16, float32 or float64); got {x.dtype}"
+            )
+        return x.detach(), False
+    if isinstance(x, np.ndarray):
+        return _numpy_to_torch(name, x), True
+    raise TypeError(f"{name} must be a NumPy array or a torch tensor; got {type(x).__name__}")
+
+
+def check_matrix(name: str, x: torch.Tensor, shape_of_input: tuple[int, ...] | None = None) -> None:
+    shape = tuple(x.shape) if shape_of_input is None else shape_of_input
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D with shape (n_samples, n_features); got shape {shape}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one feature column; got shape {shape}")
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Raise if x holds NaN or +-Inf, naming the first offending row."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        row = int(bad.any(dim=1).nonzero()[0, 0])
+        raise ValueError(
+            f"{name} contains NaN or Inf (first in row {row}); clean the input or pass check_finite=False"
+        )
+
+
+def prepare(
+    named: Sequence[tuple[str, Any]], *, finite: bool, same_features: bool = False
+) -> tuple[list[torch.Tensor], Origin]:
+    """Validate a group of (name, array) inputs that are compared with each other.
+
+    All must be of one kind (NumPy or torch), 2-D, on one device, with the same number of rows.
+    """
+    tensors: list[torch.Tensor] = []
+    kinds: list[bool] = []
+    for name, x in named:
+        t, from_numpy = as_tensor(name, x)
+        check_matrix(name, t)
+        tensors.append(t)
+        kinds.append(from_numpy)
+    names = [name for name, _ in named]
+    if len(set(kinds)) > 1:
+        raise TypeError(f"{names[0]} and {names[kinds.index(not kinds[0])]} must both be NumPy arrays or both torch tensors")
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        raise ValueError(f"all of {', '.join(names)} must be on one device; got {sorted(map(str, devices))}")
+    n0 = tensors[0].shape[0]
+    for name, t in zip(names[1:], tensors[1:]):
+        if t.shape[0] != n0:
+            raise ValueError(
+                f"{names[0]} and {name} must have the same number of rows (samples): "
+                f"{names[0]} has {n0}, {name} has {t.shape[0]}"
+            )
+        if same_features and t.shape[1] != tensors[0].shape[1]:
+            raise ValueError(
+                f"{names[0]} and {name} must have the same number of features for cosine: "
+                f"{names[0]} has {tensors[0].shape[1]}, {name} has {t.shape[1]}"
+            )
+    if finite:
+        for name, t in zip(names, tensors):
+            check_finite(name, t)
+    return tensors, Origin(numpy=kinds[0], device=tensors[0].device)
+
+
+def split_layers(layers: Any) -> list[tuple[str, Any]]:
+    """Name each layer of a sequence of (n, d) arrays, or of one (L, n, d) array."""
+    if isinstance(layers, (np.ndarray, torch.Tensor)):
+        if layers.ndim != 3:
+            raise ValueError(
+                f"layers must be a sequence of 2-D arrays or one 3-D array (L, n, d); got shape {tuple(layers.shape)}"
+            )
+        items = [layers[i] for i in range(layers.shape[0])]
+    elif isinstance(layers, (list, tuple)):
+        items = list(layers)
+    else:
+        raise TypeError(f"layers must be a list/tuple of arrays or one 3-D array; got {type(layers).__name__}")
+    if len(items) == 0:
+        raise ValueError("layers must hold at least one layer")
+    return [(f"layers[{i}]", x) for i, x in enumerate(items)]
+
+
+def compute_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
+    """float64 if every input is float64, else float32 (half inputs are accumulated in float32)."""
+    return torch.float64 if all(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def to_origin(result: torch.Tensor, origin: Origin) -> Any:
+    """Return a 0-d or (L, L) result as the caller's kind: NumPy scalar/array or a tensor on its device."""
+    if origin.numpy:
+        out = result.detach().cpu().numpy()
+        return out[()] if out.ndim == 0 else out
+    return result.to(origin.device)

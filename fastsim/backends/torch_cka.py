@@ -1,0 +1,208 @@
+"""CKA (linear and RBF kernels, biased and debiased HSIC) over all layer pairs, torch backend.
+
+Every path reduces the data to a few small per-pair sums (``KernelStats``) and then evaluates HSIC
+for all pairs at once (``hsic_matrix``):
+
+* linear, feature space: the upper-triangle blocks of the stacked cross-covariance
+  ``Xc_a^T Xc_b`` (d_a x d_b each), streamed over row chunks; ``sum(K_a o K_b) = |Xc_a^T Xc_b|_F^2``.
+* linear or RBF, sample space: each layer's kernel matrix is produced in (b x b) blocks, only the
+  blocks on or above the diagonal (the kernels are symmetric), and reduced at once to the pair
+  sums, the row sums and the diagonal. At most one block row per layer is alive at a time.
+
+The data are centered by the layer mean first (HSIC and CKA are invariant to it, the biased and
+the unbiased estimator alike) so that large feature means cause no cancellation.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from .. import options
+from .torch_moments import Moments, layer_moments, row_chunks
+
+#: The median heuristic looks at the pairwise distances of at most this many samples, taken
+#: evenly spaced through the data (all samples when n is smaller; then it is exact).
+MEDIAN_SAMPLE = 2048
+
+
+@dataclass
+class KernelStats:
+    """Sums that determine HSIC of every layer pair; K_a is layer a's kernel, R_a its row sums.
+
+    All float64 on the CPU, scaled by 1/n^2 (matrices) or 1/n (vectors) to stay in range.
+    """
+
+    n: int
+    S: torch.Tensor  # (L, L) sum_ij K_a[i,j] K_b[i,j]
+    P: torch.Tensor  # (L, L) sum_i K_a[i,i] K_b[i,i]
+    Q: torch.Tensor  # (L, L) sum_i R_a[i] R_b[i]
+    X: torch.Tensor  # (L, L) sum_i R_a[i] K_b[i,i]
+    r: torch.Tensor  # (L,) sum_i R_a[i]
+    t: torch.Tensor  # (L,) sum_i K_a[i,i]
+
+
+def hsic_matrix(st: KernelStats, debiased: bool) -> torch.Tensor:
+    """HSIC of all pairs, each times the same positive factor (which cancels in CKA).
+
+    Biased: ``tr(K H L H) = sum(K o L) - (2/n) R_K . R_L + (1^T K 1)(1^T L 1) / n^2``.
+    Unbiased (Song et al. 2012) with ``K~ = K - diag(K)``: ``tr(K~ L~) = S - P``,
+    ``1^T K~ 1 = r - t`` and ``1^T K~ L~ 1 = (R_K - diag K) . (R_L - diag L) = Q - X - X^T + P``.
+    """
+    n = st.n
+    if not debiased:
+        return st.S - (2.0 / n) * st.Q + torch.outer(st.r, st.r) / n**2
+    rt = st.r - st.t
+    return (st.S - st.P) + torch.outer(rt, rt) / ((n - 1) * (n - 2)) - (2.0 / (n - 2)) * (
+        st.Q - st.X - st.X.T + st.P
+    )
+
+
+def _finish(h: torch.Tensor, bad_layers: torch.Tensor, debiased: bool) -> torch.Tensor:
+    self_h = torch.diagonal(h).clone()
+    bad = bad_layers | ~(self_h > 0)
+    denom = torch.sqrt(torch.outer(self_h.clamp_min(0), self_h.clamp_min(0)))
+    out = h / denom
+    if not debiased:
+        out = out.clamp(0.0, 1.0)  # biased CKA is a cosine of PSD matrices: in [0, 1] up to rounding
+    out.fill_diagonal_(1.0)
+    out[bad, :] = float("nan")
+    out[:, bad] = float("nan")
+    if bool(bad.any()):
+        which = bad.nonzero().flatten().tolist()
+        warnings.warn(
+            f"CKA is undefined (NaN) for input(s) {which}: zero variance, or a non-positive "
+            "self-HSIC estimate",
+            options.DegenerateWarning,
+            stacklevel=4,
+        )
+    return out
+
+
+def _linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype) -> KernelStats:
+    n, L = layers[0].shape[0], len(layers)
+    dev = layers[0].device
+    dims = [x.shape[1] for x in layers]
+    acc = {(i, j): torch.zeros(dims[i], dims[j], dtype=dt, device=dev) for i in range(L) for j in range(i, L)}
+    P = torch.zeros(L, L, dtype=torch.float64, device=dev)
+    t = torch.zeros(L, dtype=torch.float64, device=dev)
+    bytes_per_row = 2 * sum(dims) * torch.finfo(dt).bits // 8
+    for s, e in row_chunks(n, bytes_per_row):
+        Z = [x[s:e].to(dt) - mu for x, mu in zip(layers, mom.mean)]
+        diag = torch.stack([z.square().sum(1) for z in Z], 1).double()  # (c, L): |xc_i|^2
+        P += diag.T @ diag
+        t += diag.sum(0)
+        for (i, j), a in acc.items():
+            a.addmm_(Z[i].T, Z[j])
+    S = torch.zeros(L, L, dtype=torch.float64)
+    for (i, j), a in acc.items():
+        S[i, j] = S[j, i] = (a / n).square().sum(dtype=torch.float64).cpu()
+    zero = torch.zeros(L, L, dtype=torch.float64)
+    return KernelStats(n, S, P.cpu() / n**2, zero, zero, torch.zeros(L, dtype=torch.float64), t.cpu() / n)
+
+
+def _kernel_block(xi, xj, ni, nj, kernel: str, sigma: float, same: bool) -> torch.Tensor:
+    g = xi @ xj.T
+    if kernel == "linear":
+        return g
+    d2 = (ni[:, None] + nj[None, :]).sub_(g, alpha=2.0).clamp_(min=0.0)
+    if same:
+        d2.fill_diagonal_(0.0)
+    return d2.mul_(-0.5 / sigma**2).exp_()
+
+
+def _sample_stats(
+    layers: list[torch.Tensor], mom: Moments, dt: torch.dtype, kernel: str, sigmas: list[float]
+) -> KernelStats:
+    n, L = layers[0].shape[0], len(layers)
+    dev = layers[0].device
+    elem = torch.finfo(dt).bits // 8
+    # Block edge b: L kernel blocks of b x b (plus their reshaped copy) within the chunk budget.
+    b = int(math.sqrt(options.CHUNK_BYTES / (2 * L * elem)))
+    b = max(1, min(n, b, options.rows_per_chunk(4 * sum(x.shape[1] for x in layers) * elem, n)))
+    starts = list(range(0, n, b))
+    S = torch.zeros(L, L, dtype=torch.float64, device=dev)
+    diag = torch.empty(L, n, dtype=torch.float64, device=dev)
+    R = torch.zeros(L, n, dtype=torch.float64, device=dev) if kernel == "rbf" else None
+
+    def load(s: int):
+        e = min(n, s + b)
+        xs = [x[s:e].to(dt) - mu for x, mu in zip(layers, mom.mean)]
+        return xs, [x.square().sum(1) for x in xs], e
+
+    for s in starts:
+        xi, ni, e = load(s)
+        diag[:, s:e] = 1.0 if kernel == "rbf" else torch.stack(ni).double()
+        for s2 in starts[starts.index(s) :]:
+            same = s2 == s
+            xj, nj, e2 = (xi, ni, e) if same else load(s2)
+            K = torch.stack(
+                [_kernel_block(xi[l], xj[l], ni[l], nj[l], kernel, sigmas[l], same) for l in range(L)]
+            )
+            flat = K.reshape(L, -1)
+            S += (1.0 if same else 2.0) * (flat @ flat.T).double()
+            if R is not None:
+                R[:, s:e] += K.sum(2).double()
+                if not same:
+                    R[:, s2:e2] += K.sum(1).double()
+            del K, flat
+    P = diag @ diag.T
+    t = diag.sum(1)
+    if R is None:  # linear kernel of centered data: every row sum is 0
+        zero = torch.zeros(L, L, dtype=torch.float64)
+        Q, X, r = zero, zero, torch.zeros(L, dtype=torch.float64)
+    else:
+        Q, X, r = (R @ R.T).cpu() / n**2, (R @ diag.T).cpu() / n**2, R.sum(1).cpu() / n
+    return KernelStats(n, S.cpu() / n**2, P.cpu() / n**2, Q, X, r, t.cpu() / n)
+
+
+def median_sigma(x: torch.Tensor) -> float:
+    """Median pairwise Euclidean distance (pairs i < j) over an evenly spaced sample of rows."""
+    n = x.shape[0]
+    if n > MEDIAN_SAMPLE:
+        idx = torch.linspace(0, n - 1, MEDIAN_SAMPLE, device=x.device).round().long()
+        x = x[idx]
+    xs = x.double()
+    xs = xs - xs.mean(0)
+    sq = xs.square().sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * (xs @ xs.T)).clamp_min_(0.0)
+    m = xs.shape[0]
+    iu = torch.triu_indices(m, m, offset=1, device=x.device)
+    dist = d2[iu[0], iu[1]].sqrt_()
+    N = dist.numel()
+    lo = torch.kthvalue(dist, (N - 1) // 2 + 1).values
+    hi = torch.kthvalue(dist, N // 2 + 1).values
+    return float((lo + hi) / 2)
+
+
+def _linear_uses_sample_space(n: int, dims: list[int]) -> bool:
+    """Pick the cheaper of the two linear-CKA paths by multiply-adds (both exploit symmetry)."""
+    L, D = len(dims), sum(dims)
+    feature = n * (D * D + sum(d * d for d in dims)) / 2
+    sample = n * n * (D + L * L) / 2
+    return sample < feature
+
+
+def cka_matrix(
+    layers: list[torch.Tensor], *, kernel: str, sigma: float | None, debiased: bool, precision: str
+) -> torch.Tensor:
+    """(L, L) CKA of every pair of layers, in float64 for float64 inputs and float32 otherwise."""
+    dt = torch.float64 if all(x.dtype == torch.float64 for x in layers) else torch.float32
+    mom = layer_moments(layers, dt)
+    bad = mom.degenerate(dt)
+    with options.matmul_precision(precision):
+        if kernel == "linear":
+            if _linear_uses_sample_space(layers[0].shape[0], [x.shape[1] for x in layers]):
+                st = _sample_stats(layers, mom, dt, "linear", [1.0] * len(layers))
+            else:
+                st = _linear_feature_stats(layers, mom, dt)
+        else:
+            sigmas = [float(sigma) if sigma is not None else median_sigma(x) for x in layers]
+            zero_sigma = torch.tensor([not s > 0 for s in sigmas])
+            bad = bad | zero_sigma
+            safe = [s if s > 0 else 1.0 for s in sigmas]
+            st = _sample_stats(layers, mom, dt, "rbf", safe)
+    return _finish(hsic_matrix(st, debiased), bad, debiased).to(dt)

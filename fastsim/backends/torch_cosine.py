@@ -1,0 +1,65 @@
+"""Mean per-sample cosine similarity, pairwise and over all layer pairs, torch backend."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .. import options
+from .torch_moments import row_chunks
+
+
+def _unit_rows(x: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows scaled to unit length; zero rows stay zero. Returns (units, zero_row_mask)."""
+    x = x.to(dt)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    zero = norm == 0
+    return x / torch.where(zero, torch.ones_like(norm), norm), zero.squeeze(-1)
+
+
+def warn_zero_rows(count: int, stacklevel: int = 4) -> None:
+    if count:
+        warnings.warn(
+            f"{count} sample(s) have a zero vector; their cosine is taken as 0",
+            options.DegenerateWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def cosine_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor:
+    """(L, L): entry (a, b) is the mean over samples of cos(a_i, b_i). Same d for every layer."""
+    dt = torch.float64 if all(x.dtype == torch.float64 for x in layers) else torch.float32
+    n, L, d = layers[0].shape[0], len(layers), layers[0].shape[1]
+    dev = layers[0].device
+    acc = torch.zeros(L, L, dtype=torch.float64, device=dev)
+    zero_rows = torch.zeros((), dtype=torch.long, device=dev)
+    nonzero_per_layer = torch.zeros(L, dtype=torch.long, device=dev)
+    with options.matmul_precision(precision):
+        for s, e in row_chunks(n, 2 * L * d * torch.finfo(dt).bits // 8):
+            units, zero = zip(*(_unit_rows(x[s:e], dt) for x in layers))
+            flat = torch.stack(units).reshape(L, -1)  # (L, chunk * d)
+            acc += (flat @ flat.T).double()
+            zero = torch.stack(zero)  # (L, chunk)
+            zero_rows += zero.any(0).sum()
+            nonzero_per_layer += (~zero).sum(1)
+    warn_zero_rows(int(zero_rows))
+    out = (acc / n).clamp(-1.0, 1.0)
+    # A layer with itself: exactly 1 per nonzero sample (zero vectors count 0), not 1 up to rounding.
+    out.diagonal().copy_(nonzero_per_layer.double() / n)
+    return out.to(dt)
+
+
+def cosine_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """0-d tensor: the mean over samples of cos(a_i, b_i)."""
+    dt = torch.float64 if a.dtype == torch.float64 and b.dtype == torch.float64 else torch.float32
+    n, d = a.shape
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
+    zero_rows = torch.zeros((), dtype=torch.long, device=a.device)
+    for s, e in row_chunks(n, 4 * d * torch.finfo(dt).bits // 8):
+        ua, za = _unit_rows(a[s:e], dt)
+        ub, zb = _unit_rows(b[s:e], dt)
+        total += (ua * ub).sum(dtype=torch.float64)
+        zero_rows += (za | zb).sum()
+    warn_zero_rows(int(zero_rows))
+    return (total / n).clamp(-1.0, 1.0).to(dt)

@@ -1,0 +1,135 @@
+"""Exact cosine k-nearest neighbours and mutual-kNN alignment, torch backend.
+
+Neighbours of one representation, in row blocks (never the whole n x n similarity):
+
+1. Approximate pass: unit rows in the compute dtype, a (b x n) block of similarities by matmul
+   (under the requested matmul precision), self set to -inf, ``topk`` of k + margin candidates.
+2. Exact re-rank: the candidates' similarities recomputed in float64 from the input values as
+   ``x_i . x_j / (|x_i| |x_j|)``, each pair by the same elementwise reduction (so duplicate rows get
+   bit-identical similarities), ordered by (similarity desc, index asc); the first k are kept.
+3. Completeness (precision "highest" only): the k-th exact similarity must beat every non-candidate.
+   A non-candidate's exact similarity is at most the last candidate's approximate value plus the
+   rounding bound of the approximate pass, ``tol = 2.2 (d + 3) eps``. Rows that cannot prove it
+   are searched again with 4x as many candidates, up to all n - 1 (then trivially complete).
+
+So at "highest" the lists equal the float64 definition in ``fastsim.reference`` (ties broken by
+the smaller index). At "high"/"medium" the approximate pass is TF32/bf16 and step 3 is skipped:
+a neighbour is missed only if reduced precision pushed it out of the k + margin candidates.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import native, options
+from .torch_moments import row_chunks
+
+
+def _norms64(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+    for s, e in row_chunks(x.shape[0], x.shape[1] * 8):
+        out[s:e] = torch.linalg.vector_norm(x[s:e].double(), dim=1)
+    return out
+
+
+def _exact_sims(x: torch.Tensor, norms: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """float64 (r, c) cosine similarities of rows[i] with cols[i, j]; a zero vector gives 0."""
+    xr = x[rows].double()
+    dots = (x[cols].double() * xr[:, None, :]).sum(-1)
+    den = norms[rows][:, None] * norms[cols]
+    return torch.where(den > 0, dots / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+
+
+def _best_k(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the k entries with the largest value, ties to the smaller index, in that order."""
+    idx, perm = torch.sort(idx, dim=1)
+    vals = torch.gather(vals, 1, perm)
+    vals, perm = torch.sort(vals, dim=1, descending=True, stable=True)
+    return vals[:, :k], torch.gather(idx, 1, perm[:, :k])
+
+
+def _exact_top_k(x, norms, rows, cand, k):
+    """Exact top-k of each row among its candidate columns, streamed over candidate chunks."""
+    r, c = cand.shape
+    step = options.rows_per_chunk(r * x.shape[1] * 8 * 3, c, minimum=min(c, k))
+    best_v = best_i = None
+    for c0 in range(0, c, step):
+        ci = cand[:, c0 : c0 + step]
+        v = _exact_sims(x, norms, rows, ci)
+        v = v.masked_fill(ci == rows[:, None], float("-inf"))
+        if best_v is not None:
+            v, ci = torch.cat([best_v, v], 1), torch.cat([best_i, ci], 1)
+        best_v, best_i = _best_k(v, ci, k)
+    return best_v, best_i
+
+
+def _unit_rows(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+    out = torch.empty(x.shape, dtype=dt, device=x.device)
+    for s, e in row_chunks(x.shape[0], x.shape[1] * 8):
+        c = x[s:e].to(dt)
+        norm = torch.linalg.vector_norm(c, dim=1, keepdim=True)
+        out[s:e] = c / torch.where(norm == 0, torch.ones_like(norm), norm)
+    return out
+
+
+def _candidates(units: torch.Tensor, rows: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Approximate top-`count` similarities (and indices) of `rows` against all samples, self excluded."""
+    sims = units[rows] @ units.T
+    sims[torch.arange(rows.numel(), device=rows.device), rows] = float("-inf")
+    return torch.topk(sims, count, dim=1, largest=True, sorted=True)
+
+
+def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None = None) -> torch.Tensor:
+    """int64 (n, k): each sample's k most cosine-similar other samples, most similar first."""
+    n, d = x.shape
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    margin = max(16, k) if margin is None else margin
+    tol = 2.2 * (d + 3) * torch.finfo(dt).eps
+    check = precision == "highest"
+    units = _unit_rows(x, dt)
+    norms = _norms64(x)
+    out = torch.empty(n, k, dtype=torch.int64, device=x.device)
+    # Row blocks bounded by both the (b x n) similarity block and the gathered float64 candidates.
+    bytes_per_row = max(n * units.element_size() * 3, 2 * (k + margin) * d * 8 * 3)
+    with options.matmul_precision(precision):
+        for s, e in row_chunks(n, bytes_per_row):
+            pending = torch.arange(s, e, device=x.device)
+            count = min(n - 1, k + margin)
+            while pending.numel():
+                approx, cand = _candidates(units, pending, count)
+                vals, idx = _exact_top_k(x, norms, pending, cand, k)
+                if check and count < n - 1:
+                    unsafe = approx[:, -1].double() + tol >= vals[:, -1]
+                else:
+                    unsafe = torch.zeros_like(vals[:, -1], dtype=torch.bool)
+                done = ~unsafe
+                out[pending[done]] = idx[done]
+                pending = pending[unsafe]
+                count = min(n - 1, count * 4)
+    return out
+
+
+def overlap_totals(lists: torch.Tensor, use_native: bool) -> torch.Tensor:
+    """int64 (L, L): sum over samples of |N_a(i) & N_b(i)| for every pair of layers."""
+    if use_native:
+        return native.overlap_all_pairs(lists)
+    L, n, k = lists.shape
+    totals = torch.zeros(L, L, dtype=torch.int64, device=lists.device)
+    for s, e in row_chunks(n, L * k * k):
+        chunk = lists[:, s:e]
+        for a in range(L):
+            for b in range(a, L):
+                shared = (chunk[a][:, :, None] == chunk[b][:, None, :]).any(2).sum()
+                totals[a, b] += shared
+                if a != b:
+                    totals[b, a] += shared
+    return totals
+
+
+def mutual_knn_matrix(layers: list[torch.Tensor], *, k: int, precision: str, use_native: bool) -> torch.Tensor:
+    """(L, L) mutual-kNN alignment: neighbour lists once per layer, then every pair's overlap."""
+    dt = torch.float64 if all(x.dtype == torch.float64 for x in layers) else torch.float32
+    n = layers[0].shape[0]
+    lists = torch.stack([knn_indices(x, k, precision=precision) for x in layers])
+    totals = overlap_totals(lists, use_native)
+    return (totals.double() / (n * k)).to(dt)

@@ -1,0 +1,30 @@
+"""Mean per-sample cosine through the Triton kernel in fastsim.kernels.cosine."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .torch_cosine import warn_zero_rows
+
+
+def usable(device: torch.device) -> tuple[bool, str]:
+    """Whether Triton kernels can run on tensors of `device` here, and if not, why."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False, "triton is not installed"
+    if device.type == "cuda":
+        return True, ""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True, ""
+    return False, "Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 to run them on the CPU interpreter)"
+
+
+def cosine_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    from ..kernels.cosine import row_cosine
+
+    cos, zero = row_cosine(a, b)
+    warn_zero_rows(int(zero.sum()))
+    return cos.sum(dtype=torch.float64).div(a.shape[0]).clamp(-1.0, 1.0).to(cos.dtype)

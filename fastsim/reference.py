@@ -1,0 +1,184 @@
+"""NumPy float64 oracles for every fastsim metric.
+
+Written to be obviously right, not fast: every kernel matrix here is a full n x n array, every
+neighbour list comes from a full sort. Use them to test fastsim (and your own code) on small
+inputs. Inputs are converted to float64 NumPy arrays of shape (n, d).
+
+Definitions
+-----------
+Centering matrix ``H = I - 11^T / n``.
+
+* Biased HSIC (Gretton et al. 2005): ``HSIC_0(K, L) = tr(K H L H) / (n - 1)^2``.
+* Unbiased HSIC (Song et al. 2012), with ``K~, L~`` the kernels with zeroed diagonals, n >= 4::
+
+      HSIC_1(K, L) = [ tr(K~ L~) + (1^T K~ 1)(1^T L~ 1) / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1 ] / (n (n-3))
+
+* CKA (Kornblith et al. 2019): ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))``; "debiased" CKA uses
+  HSIC_1 throughout. Undefined (NaN) when a denominator term is <= 0, e.g. a representation with
+  zero variance.
+* Linear kernel ``K = X X^T``. RBF kernel ``K_ij = exp(-|x_i - x_j|^2 / (2 sigma^2))``.
+* Median heuristic (``sigma=None``): sigma is the median of the Euclidean distances |x_i - x_j| over
+  all pairs i < j (NumPy's median: the mean of the two middle values for an even count). Note
+  Kornblith et al.'s code takes the median of the full squared-distance matrix, diagonal zeros
+  included; fastsim excludes the diagonal.
+* Cosine: the mean over samples i of cos(a_i, b_i); a sample where either vector is zero
+  contributes 0.
+* Mutual kNN (Huh et al. 2024): N_a(i) are the k samples j != i with the largest cosine
+  similarity cos(a_i, a_j) (a zero vector has similarity 0 with everything), ties broken by the
+  smaller index j; the score is the mean over i of |N_a(i) & N_b(i)| / k.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "linear_kernel",
+    "rbf_kernel",
+    "median_sigma",
+    "hsic",
+    "cka",
+    "cosine",
+    "knn_indices",
+    "mutual_knn",
+    "similarity_matrix",
+]
+
+
+def _as64(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().to("cpu").double().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D array (n, d); got shape {x.shape}")
+    return x
+
+
+def linear_kernel(x: Any) -> np.ndarray:
+    x = _as64(x)
+    return x @ x.T
+
+
+def _squared_distances(x: np.ndarray) -> np.ndarray:
+    diff = x[:, None, :] - x[None, :, :]
+    return np.einsum("ijk,ijk->ij", diff, diff)
+
+
+def median_sigma(x: Any) -> float:
+    """Median of the pairwise Euclidean distances |x_i - x_j| over all pairs i < j."""
+    x = _as64(x)
+    n = x.shape[0]
+    iu = np.triu_indices(n, k=1)
+    return float(np.median(np.sqrt(_squared_distances(x)[iu])))
+
+
+def rbf_kernel(x: Any, sigma: float | None = None) -> np.ndarray:
+    x = _as64(x)
+    if sigma is None:
+        sigma = median_sigma(x)
+    return np.exp(-_squared_distances(x) / (2.0 * float(sigma) ** 2))
+
+
+def hsic(K: np.ndarray, L: np.ndarray, debiased: bool = False) -> float:
+    """HSIC of two n x n kernel matrices: biased (Gretton 2005) or unbiased (Song 2012)."""
+    K = np.asarray(K, dtype=np.float64)
+    L = np.asarray(L, dtype=np.float64)
+    n = K.shape[0]
+    if not debiased:
+        H = np.eye(n) - np.ones((n, n)) / n
+        return float(np.trace(K @ H @ L @ H) / (n - 1) ** 2)
+    if n < 4:
+        raise ValueError(f"the unbiased HSIC estimator needs n >= 4 samples; got {n}")
+    Kt = K - np.diag(np.diag(K))
+    Lt = L - np.diag(np.diag(L))
+    one = np.ones(n)
+    term1 = np.trace(Kt @ Lt)
+    term2 = (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
+    term3 = 2.0 / (n - 2) * (one @ Kt @ Lt @ one)
+    return float((term1 + term2 - term3) / (n * (n - 3)))
+
+
+def _kernel(x: np.ndarray, kernel: str, sigma: float | None) -> np.ndarray:
+    if kernel == "linear":
+        return linear_kernel(x)
+    if kernel == "rbf":
+        return rbf_kernel(x, sigma)
+    raise ValueError(f"kernel must be 'linear' or 'rbf'; got {kernel!r}")
+
+
+def _sigmas(sigma: Any) -> tuple[float | None, float | None]:
+    if isinstance(sigma, (tuple, list)):
+        return sigma[0], sigma[1]
+    return sigma, sigma
+
+
+def cka(a: Any, b: Any, kernel: str = "linear", sigma: Any = None, debiased: bool = False) -> float:
+    """CKA between two representations of the same n samples; NaN where undefined."""
+    a, b = _as64(a), _as64(b)
+    sa, sb = _sigmas(sigma)
+    K, L = _kernel(a, kernel, sa), _kernel(b, kernel, sb)
+    kl, kk, ll = hsic(K, L, debiased), hsic(K, K, debiased), hsic(L, L, debiased)
+    if not (kk > 0 and ll > 0):
+        return float("nan")
+    return float(kl / np.sqrt(kk * ll))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    safe = np.where(norms > 0, norms, 1.0)
+    return np.where(norms[:, None] > 0, x / safe[:, None], 0.0)
+
+
+def cosine(a: Any, b: Any) -> float:
+    """Mean over samples of cos(a_i, b_i); zero vectors contribute 0."""
+    a, b = _as64(a), _as64(b)
+    return float(np.mean(np.einsum("ij,ij->i", _unit_rows(a), _unit_rows(b))))
+
+
+def cosine_similarities(x: Any) -> np.ndarray:
+    """Full n x n cosine similarity, each entry an independent dot/(norm*norm) (no shared rounding)."""
+    x = _as64(x)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    dots = np.einsum("ik,jk->ij", x, x)
+    denom = norms[:, None] * norms[None, :]
+    return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+def knn_indices(x: Any, k: int) -> np.ndarray:
+    """(n, k) indices of each sample's k most cosine-similar other samples (ties: smaller index)."""
+    x = _as64(x)
+    n = x.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"k must satisfy 1 <= k < n = {n}; got {k}")
+    sims = cosine_similarities(x)
+    out = np.empty((n, k), dtype=np.int64)
+    idx = np.arange(n)
+    for i in range(n):
+        s = sims[i].copy()
+        s[i] = -np.inf
+        order = np.lexsort((idx, -s))  # primary key: -similarity; ties: index
+        out[i] = order[:k]
+    return out
+
+
+def mutual_knn(a: Any, b: Any, k: int = 10) -> float:
+    """Mean over samples of |N_a(i) & N_b(i)| / k (Huh et al. 2024)."""
+    na, nb = knn_indices(a, k), knn_indices(b, k)
+    shared = [len(set(ra.tolist()) & set(rb.tolist())) for ra, rb in zip(na, nb)]
+    return float(np.mean(shared) / k)
+
+
+def similarity_matrix(layers: Sequence[Any], metric: str, **options: Any) -> np.ndarray:
+    """The (L, L) matrix of `metric` ("cka", "cosine" or "mutual_knn") over all layer pairs."""
+    fn = {"cka": cka, "cosine": cosine, "mutual_knn": mutual_knn}[metric]
+    layers = [_as64(x) for x in layers]
+    if metric == "cka" and isinstance(options.get("sigma"), (list, tuple)):
+        raise ValueError("similarity_matrix takes one sigma for all layers (or None)")
+    L = len(layers)
+    out = np.empty((L, L))
+    for i in range(L):
+        for j in range(L):
+            out[i, j] = fn(layers[i], layers[j], **options)
+    return out
