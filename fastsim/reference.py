@@ -115,8 +115,14 @@ def _sigmas(sigma: Any) -> tuple[float | None, float | None]:
 
 
 def cka(a: Any, b: Any, kernel: str = "linear", sigma: Any = None, debiased: bool = False) -> float:
-    """CKA between two representations of the same n samples; NaN where undefined."""
+    """CKA between two representations of the same n samples; NaN where undefined.
+
+    The inputs are centered (feature means subtracted) first. Both HSIC estimators are exactly
+    invariant to it (the RBF kernel trivially; for the linear kernel see the exact-arithmetic test
+    in tests/test_reference.py), and without it float64 cancels badly when features have large means.
+    """
     a, b = _as64(a), _as64(b)
+    a, b = a - a.mean(0), b - b.mean(0)
     sa, sb = _sigmas(sigma)
     K, L = _kernel(a, kernel, sa), _kernel(b, kernel, sb)
     kl, kk, ll = hsic(K, L, debiased), hsic(K, K, debiased), hsic(L, L, debiased)

@@ -91,7 +91,7 @@ def _linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dt
     t = torch.zeros(L, dtype=torch.float64, device=dev)
     bytes_per_row = 2 * sum(dims) * torch.finfo(dt).bits // 8
     for s, e in row_chunks(n, bytes_per_row):
-        Z = [x[s:e].to(dt) - mu for x, mu in zip(layers, mom.mean)]
+        Z = [mom.chunk(l, x, s, e) for l, x in enumerate(layers)]
         diag = torch.stack([z.square().sum(1) for z in Z], 1).double()  # (c, L): |xc_i|^2
         P += diag.T @ diag
         t += diag.sum(0)
@@ -130,7 +130,7 @@ def _sample_stats(
 
     def load(s: int):
         e = min(n, s + b)
-        xs = [x[s:e].to(dt) - mu for x, mu in zip(layers, mom.mean)]
+        xs = [mom.chunk(l, x, s, e) for l, x in enumerate(layers)]
         return xs, [x.square().sum(1) for x in xs], e
 
     for s in starts:
@@ -192,7 +192,7 @@ def cka_matrix(
     """(L, L) CKA of every pair of layers, in float64 for float64 inputs and float32 otherwise."""
     dt = torch.float64 if all(x.dtype == torch.float64 for x in layers) else torch.float32
     mom = layer_moments(layers, dt)
-    bad = mom.degenerate(dt)
+    bad = mom.degenerate()
     with options.matmul_precision(precision):
         if kernel == "linear":
             if _linear_uses_sample_space(layers[0].shape[0], [x.shape[1] for x in layers]):
@@ -200,7 +200,10 @@ def cka_matrix(
             else:
                 st = _linear_feature_stats(layers, mom, dt)
         else:
-            sigmas = [float(sigma) if sigma is not None else median_sigma(x) for x in layers]
+            # Distances are taken on the scaled data, so a given sigma is scaled alike.
+            sigmas = [
+                (float(sigma) if sigma is not None else median_sigma(x)) * c for x, c in zip(layers, mom.scale)
+            ]
             zero_sigma = torch.tensor([not s > 0 for s in sigmas])
             bad = bad | zero_sigma
             safe = [s if s > 0 else 1.0 for s in sigmas]

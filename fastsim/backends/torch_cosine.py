@@ -10,11 +10,17 @@ from .. import options
 from .torch_moments import row_chunks
 
 
-def _unit_rows(x: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows scaled to unit length; zero rows stay zero. Returns (units, zero_row_mask)."""
+def unit_rows(x: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows scaled to unit length in dtype `dt`; zero rows stay zero. Returns (units, zero_row_mask).
+
+    Each row is first divided by its largest magnitude, so squares neither underflow (tiny
+    values) nor overflow (huge values) in float32.
+    """
     x = x.to(dt)
+    peak = x.abs().amax(dim=-1, keepdim=True)
+    zero = peak == 0
+    x = x / torch.where(zero, torch.ones_like(peak), peak)
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    zero = norm == 0
     return x / torch.where(zero, torch.ones_like(norm), norm), zero.squeeze(-1)
 
 
@@ -37,7 +43,7 @@ def cosine_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor
     nonzero_per_layer = torch.zeros(L, dtype=torch.long, device=dev)
     with options.matmul_precision(precision):
         for s, e in row_chunks(n, 2 * L * d * torch.finfo(dt).bits // 8):
-            units, zero = zip(*(_unit_rows(x[s:e], dt) for x in layers))
+            units, zero = zip(*(unit_rows(x[s:e], dt) for x in layers))
             flat = torch.stack(units).reshape(L, -1)  # (L, chunk * d)
             acc += (flat @ flat.T).double()
             zero = torch.stack(zero)  # (L, chunk)
@@ -57,8 +63,8 @@ def cosine_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     zero_rows = torch.zeros((), dtype=torch.long, device=a.device)
     for s, e in row_chunks(n, 4 * d * torch.finfo(dt).bits // 8):
-        ua, za = _unit_rows(a[s:e], dt)
-        ub, zb = _unit_rows(b[s:e], dt)
+        ua, za = unit_rows(a[s:e], dt)
+        ub, zb = unit_rows(b[s:e], dt)
         total += (ua * ub).sum(dtype=torch.float64)
         zero_rows += (za | zb).sum()
     warn_zero_rows(int(zero_rows))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from .. import native, options
+from .torch_cosine import unit_rows
 from .torch_moments import row_chunks
 
 
@@ -66,9 +67,7 @@ def _exact_top_k(x, norms, rows, cand, k):
 def _unit_rows(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=dt, device=x.device)
     for s, e in row_chunks(x.shape[0], x.shape[1] * 8):
-        c = x[s:e].to(dt)
-        norm = torch.linalg.vector_norm(c, dim=1, keepdim=True)
-        out[s:e] = c / torch.where(norm == 0, torch.ones_like(norm), norm)
+        out[s:e] = unit_rows(x[s:e], dt)[0]
     return out
 
 

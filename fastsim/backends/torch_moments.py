@@ -1,7 +1,13 @@
-"""Per-layer means and second moments, streamed over row chunks."""
+"""Per-layer scale, mean and second moments, streamed over row chunks.
+
+Each layer is scaled by a power of two that brings its largest magnitude near 1 (exact in binary
+floating point), so float32 squares neither underflow (tiny activations) nor overflow (huge
+ones); CKA is invariant to that scaling. Chunks are then centered by the scaled mean.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -9,40 +15,57 @@ import torch
 from .. import options
 
 
-@dataclass
-class Moments:
-    mean: list[torch.Tensor]  # per layer, (d_l,) in the compute dtype
-    centered: torch.Tensor  # (L,) float64: mean over rows of |x_i - mean|^2
-    raw: torch.Tensor  # (L,) float64: mean over rows of |x_i|^2
-
-    def degenerate(self, dtype: torch.dtype) -> torch.Tensor:
-        """(L,) bool: layers whose variance is zero or lost in rounding (relative to |x|^2)."""
-        eps = torch.finfo(dtype).eps
-        return self.centered <= (32 * eps) ** 2 * self.raw
-
-
 def row_chunks(n: int, bytes_per_row: int):
+    """(start, end) row ranges whose temporaries fit the chunk budget."""
     step = options.rows_per_chunk(bytes_per_row, n)
     for start in range(0, n, step):
         yield start, min(n, start + step)
 
 
+def power_of_two_scale(max_abs: float) -> float:
+    """2**-e with 2**e near max_abs (1 for an all-zero input)."""
+    if not max_abs > 0 or not math.isfinite(max_abs):
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(max_abs)[1])
+
+
+@dataclass
+class Moments:
+    scale: list[float]  # per layer power of two applied to every value
+    mean: list[torch.Tensor]  # per layer, (d_l,) mean of the scaled rows, in the compute dtype
+    centered: torch.Tensor  # (L,) float64: mean over rows of |x_i - mean|^2 (scaled)
+    raw: torch.Tensor  # (L,) float64: mean over rows of |x_i|^2 (scaled)
+    dtype: torch.dtype
+
+    def chunk(self, layer: int, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """Rows [start, end) of layer `layer`, scaled and centered, in the compute dtype."""
+        return x[start:end].to(self.dtype).mul_(self.scale[layer]).sub_(self.mean[layer])
+
+    def degenerate(self) -> torch.Tensor:
+        """(L,) bool: layers whose variance is zero or lost in rounding (relative to |x|^2)."""
+        eps = torch.finfo(self.dtype).eps
+        return self.centered <= (32 * eps) ** 2 * self.raw
+
+
 def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
     n = layers[0].shape[0]
-    means, centered, raw = [], [], []
+    scales, means, centered, raw = [], [], [], []
     for x in layers:
         bpr = x.shape[1] * torch.finfo(dtype).bits // 8
+        max_abs = max(float(x[s:e].abs().amax()) for s, e in row_chunks(n, bpr))
+        scale = power_of_two_scale(max_abs)
         total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
         sq = torch.zeros((), dtype=torch.float64, device=x.device)
         for s, e in row_chunks(n, bpr):
-            c = x[s:e].to(dtype)
+            c = x[s:e].to(dtype) * scale
             total += c.sum(0, dtype=torch.float64)
             sq += c.square().sum(dtype=torch.float64)
         mu = (total / n).to(dtype)
         var = torch.zeros((), dtype=torch.float64, device=x.device)
         for s, e in row_chunks(n, bpr):
-            var += (x[s:e].to(dtype) - mu).square().sum(dtype=torch.float64)
+            var += (x[s:e].to(dtype) * scale - mu).square().sum(dtype=torch.float64)
+        scales.append(scale)
         means.append(mu)
         centered.append(var / n)
         raw.append(sq / n)
-    return Moments(means, torch.stack(centered).cpu(), torch.stack(raw).cpu())
+    return Moments(scales, means, torch.stack(centered).cpu(), torch.stack(raw).cpu(), dtype)

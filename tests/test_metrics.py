@@ -1,0 +1,140 @@
+"""Every backend available here against fastsim.reference on hypothesis-drawn inputs.
+
+The reference runs in float64 on exactly the values passed in (after their rounding to the input
+dtype), so the only error measured is fastsim's own: float64 accumulation must agree to 1e-6
+relative, float32 accumulation (float16/bfloat16/float32 inputs) to the bound stated per metric.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import fastsim
+from fastsim import reference as R
+
+from strategies import accumulates_in_float64, as64, cast, cast_pair, containers, degenerate, dtypes, related_pair, value
+
+# Measured error bounds of float32 accumulation (see README "Precision").
+F32_ATOL = {"cka": 2e-4, "cosine": 1e-5}
+PRECISION = st.sampled_from(["highest", "high", "medium"])
+
+
+def close(got, ref, f64, atol32):
+    if f64:
+        return abs(got - ref) <= 1e-6 * abs(ref) + 1e-9
+    return abs(got - ref) <= atol32
+
+
+@st.composite
+def cka_case(draw, min_n=2):
+    n = draw(st.integers(min_n, 40))
+    a, b = draw(related_pair(n, draw(st.integers(1, 12)), draw(st.integers(1, 12))))
+    return cast_pair(a, b, draw(dtypes), draw(dtypes), draw(containers))
+
+
+@given(cka_case(min_n=4), st.sampled_from(["linear", "rbf"]), st.booleans(), PRECISION)
+def test_cka_matches_reference(case, kernel, debiased, precision):
+    a, b = case
+    a64, b64 = as64(a), as64(b)
+    f64 = accumulates_in_float64(a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = value(fastsim.cka(a, b, kernel=kernel, debiased=debiased, precision=precision))
+        ref = R.cka(a64, b64, kernel=kernel, debiased=debiased)
+    if degenerate(a64, f64) or degenerate(b64, f64):
+        assert np.isnan(got)
+        return
+    if kernel == "rbf":
+        assume(R.median_sigma(a64) > 0 and R.median_sigma(b64) > 0)
+    if debiased:
+        # The self-HSIC estimates can be ~0 or negative for tiny, nearly degenerate samples;
+        # there CKA is undefined and both sides must say so, or the ratio is too ill-conditioned.
+        K, L = (R.linear_kernel(a64), R.linear_kernel(b64)) if kernel == "linear" else (
+            R.rbf_kernel(a64), R.rbf_kernel(b64))
+        scale = np.sqrt(R.hsic(K, K) * R.hsic(L, L))
+        assume(R.hsic(K, K, True) > 1e-3 * R.hsic(K, K) and R.hsic(L, L, True) > 1e-3 * R.hsic(L, L) and scale > 0)
+    assert not np.isnan(got) and not np.isnan(ref)
+    assert close(got, ref, f64, F32_ATOL["cka"]), (got, ref)
+
+
+@given(st.data(), PRECISION)
+def test_cosine_matches_reference(data, precision):
+    n, d = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 16))
+    a, b = data.draw(related_pair(n, d, d))
+    a, b = cast_pair(a, b, data.draw(dtypes), data.draw(dtypes), data.draw(containers))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = value(fastsim.cosine(a, b, precision=precision))
+    ref = R.cosine(as64(a), as64(b))
+    assert close(got, ref, accumulates_in_float64(a, b), F32_ATOL["cosine"]), (got, ref)
+
+
+def boundary_near_tie(x: np.ndarray, k: int, gap: float = 1e-12) -> bool:
+    """Whether some row's k-th and (k+1)-th reference similarities differ by less than `gap`
+    without being equal: then rounding order, not the definition, decides the neighbour."""
+    sims = R.cosine_similarities(x)
+    np.fill_diagonal(sims, -np.inf)
+    s = -np.sort(-sims, axis=1)
+    if k >= x.shape[0] - 1:
+        return False
+    diff = s[:, k - 1] - s[:, k]
+    return bool(np.any((diff > 0) & (diff < gap)))
+
+
+@given(st.data(), st.sampled_from(["cuda", "torch"]))
+def test_mutual_knn_matches_reference_exactly(data, backend):
+    n = data.draw(st.integers(3, 40))
+    a, b = data.draw(related_pair(n, data.draw(st.integers(1, 10)), data.draw(st.integers(1, 10))))
+    a, b = cast_pair(a, b, data.draw(dtypes), data.draw(dtypes), data.draw(containers))
+    k = data.draw(st.integers(1, n - 1))
+    a64, b64 = as64(a), as64(b)
+    assume(not boundary_near_tie(a64, k) and not boundary_near_tie(b64, k))
+    got = value(fastsim.mutual_knn(a, b, k=k, backend=backend))
+    ref = R.mutual_knn(a64, b64, k=k)
+    # The shared-neighbour count is exact; only the final division is rounded (float32 output).
+    assert round(got * n * k) == round(ref * n * k)
+    assert got == pytest.approx(ref, abs=1e-12 if accumulates_in_float64(a, b) else 1e-7)
+
+
+@given(st.data())
+def test_neighbour_lists_equal_reference(data):
+    from fastsim.backends.torch_knn import knn_indices
+
+    n = data.draw(st.integers(2, 40))
+    x = cast(data.draw(related_pair(n, data.draw(st.integers(1, 10)), 1))[0], data.draw(dtypes), "torch")
+    k = data.draw(st.integers(1, n - 1))
+    x64 = as64(x)
+    assume(not boundary_near_tie(x64, k))
+    # A small margin forces the widening search (step 3) to run often.
+    got = knn_indices(x, k, precision="highest", margin=data.draw(st.sampled_from([0, 1, 16])))
+    assert got.tolist() == R.knn_indices(x64, k).tolist()
+
+
+def test_results_keep_the_callers_kind_and_dtype():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(30, 5)), rng.normal(size=(30, 5))
+    for fn in (fastsim.cka, fastsim.cosine, fastsim.mutual_knn):
+        out = fn(a, b)
+        assert isinstance(out, np.floating) and out.dtype == np.float64
+        out32 = fn(a.astype(np.float32), b.astype(np.float32))
+        assert isinstance(out32, np.floating) and out32.dtype == np.float32
+        t = fn(torch.from_numpy(a), torch.from_numpy(b).half())
+        assert isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.shape == () and t.device.type == "cpu"
+    m = fastsim.similarity_matrix([a, b, a], "cka")
+    assert isinstance(m, np.ndarray) and m.shape == (3, 3) and m.dtype == np.float64
+
+
+def test_accepts_strided_and_readonly_inputs():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(40, 12))
+    a = base[::2, ::3]  # non-contiguous view
+    b = base[1::2, 1::3].copy()
+    b.setflags(write=False)
+    assert fastsim.cka(a, b) == pytest.approx(R.cka(a, b), rel=1e-9)
+    assert fastsim.mutual_knn(a, b, k=3) == pytest.approx(R.mutual_knn(a, b, k=3))
+    ta = torch.from_numpy(base).T  # a transposed (column-major) tensor
+    assert value(fastsim.cosine(ta, ta.flip(0))) == pytest.approx(R.cosine(base.T, base.T[::-1]))
