@@ -119,11 +119,6 @@ def split_layers(layers: Any) -> list[tuple[str, Any]]:
     return [(f"layers[{i}]", x) for i, x in enumerate(items)]
 
 
-def compute_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
-    """float64 if every input is float64, else float32 (half inputs are accumulated in float32)."""
-    return torch.float64 if all(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
 def to_origin(result: torch.Tensor, origin: Origin) -> Any:
     """Return a 0-d or (L, L) result as the caller's kind: NumPy scalar/array or a tensor on its device."""
     if origin.numpy:

@@ -16,7 +16,7 @@ import torch
 from . import native
 from ._inputs import prepare, split_layers, to_origin
 from .backends import torch_cka, torch_cosine, torch_knn, triton_cosine
-from .options import BACKENDS, KERNELS, PRECISIONS, check_choice
+from .options import BACKENDS, KERNELS, PRECISIONS, check_choice, compute_dtype
 
 METRICS = ("cka", "cosine", "mutual_knn")
 
@@ -98,8 +98,7 @@ def _pairwise_matrix(tensors: list[torch.Tensor], pair: Callable[[torch.Tensor, 
         out[i, i] = pair(tensors[i], tensors[i])
         for j in range(i + 1, L):
             out[i, j] = out[j, i] = pair(tensors[i], tensors[j])
-    dt = torch.float64 if all(t.dtype == torch.float64 for t in tensors) else torch.float32
-    return out.to(dt)
+    return out.to(compute_dtype(tensors))
 
 
 def cka(

@@ -44,6 +44,11 @@ def rows_per_chunk(bytes_per_row: int, total_rows: int, minimum: int = 1) -> int
     return int(max(minimum, min(total_rows, rows)))
 
 
+def compute_dtype(tensors) -> torch.dtype:
+    """The accumulation dtype: float64 if any input is float64, else float32 (half inputs included)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")

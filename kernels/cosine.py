@@ -52,7 +52,7 @@ def row_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     n, d = a.shape
     a = a if a.stride(1) == 1 else a.contiguous()
     b = b if b.stride(1) == 1 else b.contiguous()
-    acc = torch.float64 if a.dtype == torch.float64 and b.dtype == torch.float64 else torch.float32
+    acc = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
     cos = torch.empty(n, dtype=acc, device=a.device)
     zero = torch.empty(n, dtype=torch.int8, device=a.device)
     block_n = 16

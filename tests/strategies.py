@@ -87,7 +87,7 @@ def value(x) -> float:
 
 
 def accumulates_in_float64(*xs) -> bool:
-    return all((x.dtype == torch.float64) if isinstance(x, torch.Tensor) else (x.dtype == np.float64) for x in xs)
+    return any((x.dtype == torch.float64) if isinstance(x, torch.Tensor) else (x.dtype == np.float64) for x in xs)
 
 
 def degenerate(x: np.ndarray, float64: bool) -> bool:

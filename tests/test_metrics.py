@@ -56,7 +56,9 @@ def test_cka_matches_reference(case, kernel, debiased, precision):
         K, L = (R.linear_kernel(a64), R.linear_kernel(b64)) if kernel == "linear" else (
             R.rbf_kernel(a64), R.rbf_kernel(b64))
         scale = np.sqrt(R.hsic(K, K) * R.hsic(L, L))
-        assume(R.hsic(K, K, True) > 1e-3 * R.hsic(K, K) and R.hsic(L, L, True) > 1e-3 * R.hsic(L, L) and scale > 0)
+        # In float32 the debiased formula's cancellation is amplified by about hsic0 / hsic1.
+        cond = 1e-3 if f64 else 5e-2
+        assume(R.hsic(K, K, True) > cond * R.hsic(K, K) and R.hsic(L, L, True) > cond * R.hsic(L, L) and scale > 0)
     assert not np.isnan(got) and not np.isnan(ref)
     assert close(got, ref, f64, F32_ATOL["cka"]), (got, ref)
 
@@ -122,8 +124,10 @@ def test_results_keep_the_callers_kind_and_dtype():
         assert isinstance(out, np.floating) and out.dtype == np.float64
         out32 = fn(a.astype(np.float32), b.astype(np.float32))
         assert isinstance(out32, np.floating) and out32.dtype == np.float32
-        t = fn(torch.from_numpy(a), torch.from_numpy(b).half())
+        t = fn(torch.from_numpy(a).float(), torch.from_numpy(b).half())
         assert isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.shape == () and t.device.type == "cpu"
+        mixed = fn(torch.from_numpy(a), torch.from_numpy(b).bfloat16())  # any float64 input: float64
+        assert mixed.dtype == torch.float64
     m = fastsim.similarity_matrix([a, b, a], "cka")
     assert isinstance(m, np.ndarray) and m.shape == (3, 3) and m.dtype == np.float64
 
@@ -138,3 +142,21 @@ def test_accepts_strided_and_readonly_inputs():
     assert fastsim.mutual_knn(a, b, k=3) == pytest.approx(R.mutual_knn(a, b, k=3))
     ta = torch.from_numpy(base).T  # a transposed (column-major) tensor
     assert value(fastsim.cosine(ta, ta.flip(0))) == pytest.approx(R.cosine(base.T, base.T[::-1]))
+
+
+@given(st.data())
+def test_inputs_are_never_modified(data):
+    n = data.draw(st.integers(4, 20))
+    a, b = data.draw(related_pair(n, 3, 3))
+    a, b = cast_pair(a, b, data.draw(dtypes), data.draw(dtypes), data.draw(containers))
+    before = [as64(a).copy(), as64(b).copy()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for kernel in ("linear", "rbf"):
+            fastsim.cka(a, b, kernel=kernel, debiased=True)
+        fastsim.cosine(a, b)
+        fastsim.mutual_knn(a, b, k=2)
+        for metric, opts in (("cka", {}), ("cosine", {}), ("mutual_knn", {"k": 2})):
+            fastsim.similarity_matrix([a, b], metric, **opts)
+    assert np.array_equal(as64(a), before[0], equal_nan=True)
+    assert np.array_equal(as64(b), before[1], equal_nan=True)

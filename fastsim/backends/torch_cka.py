@@ -87,21 +87,24 @@ def _linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dt
     dev = layers[0].device
     dims = [x.shape[1] for x in layers]
     acc = {(i, j): torch.zeros(dims[i], dims[j], dtype=dt, device=dev) for i in range(L) for j in range(i, L)}
-    P = torch.zeros(L, L, dtype=torch.float64, device=dev)
-    t = torch.zeros(L, dtype=torch.float64, device=dev)
+    P, Q, X = (torch.zeros(L, L, dtype=torch.float64, device=dev) for _ in range(3))
+    t, r = (torch.zeros(L, dtype=torch.float64, device=dev) for _ in range(2))
     bytes_per_row = 2 * sum(dims) * torch.finfo(dt).bits // 8
     for s, e in row_chunks(n, bytes_per_row):
         Z = [mom.chunk(l, x, s, e) for l, x in enumerate(layers)]
         diag = torch.stack([z.square().sum(1) for z in Z], 1).double()  # (c, L): |xc_i|^2
+        rows = torch.stack([mom.row_sums(l, z) for l, z in enumerate(Z)], 1)  # (c, L): K 1
         P += diag.T @ diag
+        Q += rows.T @ rows
+        X += rows.T @ diag
         t += diag.sum(0)
+        r += rows.sum(0)
         for (i, j), a in acc.items():
             a.addmm_(Z[i].T, Z[j])
     S = torch.zeros(L, L, dtype=torch.float64)
     for (i, j), a in acc.items():
         S[i, j] = S[j, i] = (a / n).square().sum(dtype=torch.float64).cpu()
-    zero = torch.zeros(L, L, dtype=torch.float64)
-    return KernelStats(n, S, P.cpu() / n**2, zero, zero, torch.zeros(L, dtype=torch.float64), t.cpu() / n)
+    return KernelStats(n, S, P.cpu() / n**2, Q.cpu() / n**2, X.cpu() / n**2, r.cpu() / n, t.cpu() / n)
 
 
 def _kernel_block(xi, xj, ni, nj, kernel: str, sigma: float, same: bool) -> torch.Tensor:
@@ -126,7 +129,7 @@ def _sample_stats(
     starts = list(range(0, n, b))
     S = torch.zeros(L, L, dtype=torch.float64, device=dev)
     diag = torch.empty(L, n, dtype=torch.float64, device=dev)
-    R = torch.zeros(L, n, dtype=torch.float64, device=dev) if kernel == "rbf" else None
+    R = torch.zeros(L, n, dtype=torch.float64, device=dev)
 
     def load(s: int):
         e = min(n, s + b)
@@ -135,7 +138,11 @@ def _sample_stats(
 
     for s in starts:
         xi, ni, e = load(s)
-        diag[:, s:e] = 1.0 if kernel == "rbf" else torch.stack(ni).double()
+        if kernel == "rbf":
+            diag[:, s:e] = 1.0
+        else:
+            diag[:, s:e] = torch.stack(ni).double()
+            R[:, s:e] = torch.stack([mom.row_sums(l, z) for l, z in enumerate(xi)])
         for s2 in starts[starts.index(s) :]:
             same = s2 == s
             xj, nj, e2 = (xi, ni, e) if same else load(s2)
@@ -144,19 +151,20 @@ def _sample_stats(
             )
             flat = K.reshape(L, -1)
             S += (1.0 if same else 2.0) * (flat @ flat.T).double()
-            if R is not None:
+            if kernel == "rbf":
                 R[:, s:e] += K.sum(2).double()
                 if not same:
                     R[:, s2:e2] += K.sum(1).double()
             del K, flat
-    P = diag @ diag.T
-    t = diag.sum(1)
-    if R is None:  # linear kernel of centered data: every row sum is 0
-        zero = torch.zeros(L, L, dtype=torch.float64)
-        Q, X, r = zero, zero, torch.zeros(L, dtype=torch.float64)
-    else:
-        Q, X, r = (R @ R.T).cpu() / n**2, (R @ diag.T).cpu() / n**2, R.sum(1).cpu() / n
-    return KernelStats(n, S.cpu() / n**2, P.cpu() / n**2, Q, X, r, t.cpu() / n)
+    return KernelStats(
+        n,
+        S.cpu() / n**2,
+        (diag @ diag.T).cpu() / n**2,
+        (R @ R.T).cpu() / n**2,
+        (R @ diag.T).cpu() / n**2,
+        R.sum(1).cpu() / n,
+        diag.sum(1).cpu() / n,
+    )
 
 
 def median_sigma(x: torch.Tensor) -> float:
@@ -190,7 +198,7 @@ def cka_matrix(
     layers: list[torch.Tensor], *, kernel: str, sigma: float | None, debiased: bool, precision: str
 ) -> torch.Tensor:
     """(L, L) CKA of every pair of layers, in float64 for float64 inputs and float32 otherwise."""
-    dt = torch.float64 if all(x.dtype == torch.float64 for x in layers) else torch.float32
+    dt = options.compute_dtype(layers)
     mom = layer_moments(layers, dt)
     bad = mom.degenerate()
     with options.matmul_precision(precision):

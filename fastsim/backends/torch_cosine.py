@@ -35,7 +35,7 @@ def warn_zero_rows(count: int, stacklevel: int = 4) -> None:
 
 def cosine_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor:
     """(L, L): entry (a, b) is the mean over samples of cos(a_i, b_i). Same d for every layer."""
-    dt = torch.float64 if all(x.dtype == torch.float64 for x in layers) else torch.float32
+    dt = options.compute_dtype(layers)
     n, L, d = layers[0].shape[0], len(layers), layers[0].shape[1]
     dev = layers[0].device
     acc = torch.zeros(L, L, dtype=torch.float64, device=dev)
@@ -58,7 +58,7 @@ def cosine_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor
 
 def cosine_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """0-d tensor: the mean over samples of cos(a_i, b_i)."""
-    dt = torch.float64 if a.dtype == torch.float64 and b.dtype == torch.float64 else torch.float32
+    dt = options.compute_dtype([a, b])
     n, d = a.shape
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     zero_rows = torch.zeros((), dtype=torch.long, device=a.device)

@@ -127,7 +127,7 @@ def overlap_totals(lists: torch.Tensor, use_native: bool) -> torch.Tensor:
 
 def mutual_knn_matrix(layers: list[torch.Tensor], *, k: int, precision: str, use_native: bool) -> torch.Tensor:
     """(L, L) mutual-kNN alignment: neighbour lists once per layer, then every pair's overlap."""
-    dt = torch.float64 if all(x.dtype == torch.float64 for x in layers) else torch.float32
+    dt = options.compute_dtype(layers)
     n = layers[0].shape[0]
     lists = torch.stack([knn_indices(x, k, precision=precision) for x in layers])
     totals = overlap_totals(lists, use_native)

@@ -35,11 +35,21 @@ class Moments:
     mean: list[torch.Tensor]  # per layer, (d_l,) mean of the scaled rows, in the compute dtype
     centered: torch.Tensor  # (L,) float64: mean over rows of |x_i - mean|^2 (scaled)
     raw: torch.Tensor  # (L,) float64: mean over rows of |x_i|^2 (scaled)
+    residual: list[torch.Tensor]  # per layer, (d_l,) float64: sum of the centered rows (~0, not exactly)
     dtype: torch.dtype
 
     def chunk(self, layer: int, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
         """Rows [start, end) of layer `layer`, scaled and centered, in the compute dtype."""
-        return x[start:end].to(self.dtype).mul_(self.scale[layer]).sub_(self.mean[layer])
+        # Out of place first: .to() returns the caller's own tensor when the dtype already matches.
+        return (x[start:end].to(self.dtype) * self.scale[layer]).sub_(self.mean[layer])
+
+    def row_sums(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """float64 row sums of the linear kernel for centered rows z: K 1 = z . sum_j z_j.
+
+        Zero in exact arithmetic; kept because the rounded mean leaves a small residual, and the
+        HSIC formulas below are exact for any shift of the data only if they account for it.
+        """
+        return (z @ self.residual[layer].to(z.dtype)).double()
 
     def degenerate(self) -> torch.Tensor:
         """(L,) bool: layers whose variance is zero or lost in rounding (relative to |x|^2)."""
@@ -49,7 +59,7 @@ class Moments:
 
 def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
     n = layers[0].shape[0]
-    scales, means, centered, raw = [], [], [], []
+    scales, means, centered, raw, residual = [], [], [], [], []
     for x in layers:
         bpr = x.shape[1] * torch.finfo(dtype).bits // 8
         max_abs = max(float(x[s:e].abs().amax()) for s, e in row_chunks(n, bpr))
@@ -62,10 +72,14 @@ def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
             sq += c.square().sum(dtype=torch.float64)
         mu = (total / n).to(dtype)
         var = torch.zeros((), dtype=torch.float64, device=x.device)
+        res = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
         for s, e in row_chunks(n, bpr):
-            var += (x[s:e].to(dtype) * scale - mu).square().sum(dtype=torch.float64)
+            z = (x[s:e].to(dtype) * scale).sub_(mu)  # the same operations as Moments.chunk
+            var += z.square().sum(dtype=torch.float64)
+            res += z.sum(0, dtype=torch.float64)
+        residual.append(res)
         scales.append(scale)
         means.append(mu)
         centered.append(var / n)
         raw.append(sq / n)
-    return Moments(scales, means, torch.stack(centered).cpu(), torch.stack(raw).cpu(), dtype)
+    return Moments(scales, means, torch.stack(centered).cpu(), torch.stack(raw).cpu(), residual, dtype)
