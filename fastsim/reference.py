@@ -131,25 +131,30 @@ def cka(a: Any, b: Any, kernel: str = "linear", sigma: Any = None, debiased: boo
     return float(kl / np.sqrt(kk * ll))
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    safe = np.where(norms > 0, norms, 1.0)
-    return np.where(norms[:, None] > 0, x / safe[:, None], 0.0)
+def _scaled_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows times a power of two that brings their peak near 1 (exact, and squares cannot
+    underflow or overflow), and the norms of the scaled rows."""
+    peak = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0])
+    exponent = np.frexp(np.where(peak > 0, peak, 1.0))[1]
+    y = x * np.ldexp(1.0, -exponent)[:, None]
+    return y, np.sqrt(np.einsum("ij,ij->i", y, y))
+
+
+def _cos(dots: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.where(den > 0, dots / np.where(den > 0, den, 1.0), 0.0)
 
 
 def cosine(a: Any, b: Any) -> float:
     """Mean over samples of cos(a_i, b_i); zero vectors contribute 0."""
-    a, b = _as64(a), _as64(b)
-    return float(np.mean(np.einsum("ij,ij->i", _unit_rows(a), _unit_rows(b))))
+    (ya, na), (yb, nb) = _scaled_rows(_as64(a)), _scaled_rows(_as64(b))
+    return float(np.mean(_cos(np.einsum("ij,ij->i", ya, yb), na * nb)))
 
 
 def cosine_similarities(x: Any) -> np.ndarray:
-    """Full n x n cosine similarity, each entry an independent dot/(norm*norm) (no shared rounding)."""
-    x = _as64(x)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    dots = np.einsum("ik,jk->ij", x, x)
-    denom = norms[:, None] * norms[None, :]
-    return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), 0.0)
+    """Full n x n cosine similarity; entry (i, j) is (y_i . y_j) / (|y_i| |y_j|) for the scaled rows
+    y, each dot product its own sum, so equal vectors give bit-identical similarities."""
+    y, norm = _scaled_rows(_as64(x))
+    return _cos(np.einsum("ik,jk->ij", y, y), norm[:, None] * norm[None, :])
 
 
 def knn_indices(x: Any, k: int) -> np.ndarray:

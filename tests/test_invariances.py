@@ -21,7 +21,8 @@ def well_posed(a, b, kernel, debiased):
         xc = x - x.mean(0)
         if np.sum(xc**2) <= 1e-6 * np.sum(x**2) + 1e-12:
             return False
-        if kernel == "rbf" and R.median_sigma(x) <= 0:
+        # Documented limit of the RBF path: sigma must not vanish next to the data's own scale.
+        if kernel == "rbf" and R.median_sigma(x) <= 1e-6 * np.sqrt(np.mean(np.sum(xc**2, 1))):
             return False
         if debiased:
             K = R.linear_kernel(xc) if kernel == "linear" else R.rbf_kernel(x)

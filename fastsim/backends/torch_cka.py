@@ -54,11 +54,11 @@ def hsic_matrix(st: KernelStats, debiased: bool) -> torch.Tensor:
     """
     n = st.n
     if not debiased:
-        return st.S - (2.0 / n) * st.Q + torch.outer(st.r, st.r) / n**2
-    rt = st.r - st.t
-    return (st.S - st.P) + torch.outer(rt, rt) / ((n - 1) * (n - 2)) - (2.0 / (n - 2)) * (
-        st.Q - st.X - st.X.T + st.P
-    )
+        h = st.S - (2.0 / n) * st.Q + torch.outer(st.r, st.r) / n**2
+    else:
+        rt = st.r - st.t
+        h = (st.S - st.P) + torch.outer(rt, rt) / ((n - 1) * (n - 2)) - (2.0 / (n - 2)) * (st.Q - st.X - st.X.T + st.P)
+    return (h + h.T) / 2  # symmetric in exact arithmetic; make it so after rounding
 
 
 def _finish(h: torch.Tensor, bad_layers: torch.Tensor, debiased: bool) -> torch.Tensor:
@@ -174,12 +174,11 @@ def median_sigma(x: torch.Tensor) -> float:
         idx = torch.linspace(0, n - 1, MEDIAN_SAMPLE, device=x.device).round().long()
         x = x[idx]
     xs = x.double()
-    xs = xs - xs.mean(0)
-    sq = xs.square().sum(1)
-    d2 = (sq[:, None] + sq[None, :] - 2.0 * (xs @ xs.T)).clamp_min_(0.0)
+    # Differences, not the |x|^2 + |y|^2 - 2 x.y expansion, which cancels for close pairs.
+    dist_full = torch.cdist(xs, xs, compute_mode="donot_use_mm_for_euclid_dist")
     m = xs.shape[0]
     iu = torch.triu_indices(m, m, offset=1, device=x.device)
-    dist = d2[iu[0], iu[1]].sqrt_()
+    dist = dist_full[iu[0], iu[1]]
     N = dist.numel()
     lo = torch.kthvalue(dist, (N - 1) // 2 + 1).values
     hi = torch.kthvalue(dist, N // 2 + 1).values

@@ -26,18 +26,30 @@ from .torch_cosine import unit_rows
 from .torch_moments import row_chunks
 
 
-def _norms64(x: torch.Tensor) -> torch.Tensor:
-    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+def _row_scales64(x: torch.Tensor) -> torch.Tensor:
+    """float64 (n, 2): per row a power of two that brings its peak near 1, and the norm of the row
+    times it. The scaling is exact, so similarities (y_i . y_j) / (|y_i| |y_j|) of the scaled rows y
+    are what fastsim.reference computes, equal vectors give bit-identical similarities, and squares
+    cannot underflow."""
+    out = torch.empty(x.shape[0], 2, dtype=torch.float64, device=x.device)
     for s, e in row_chunks(x.shape[0], x.shape[1] * 8):
-        out[s:e] = torch.linalg.vector_norm(x[s:e].double(), dim=1)
+        c = x[s:e].double()
+        peak = c.abs().amax(1)
+        exponent = torch.frexp(torch.where(peak > 0, peak, torch.ones_like(peak))).exponent
+        scale = torch.ldexp(torch.ones_like(peak), -exponent)
+        out[s:e, 0] = scale
+        out[s:e, 1] = (c * scale[:, None]).square().sum(1).sqrt()
     return out
 
 
-def _exact_sims(x: torch.Tensor, norms: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+def _scaled(x: torch.Tensor, scales: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return x[idx].double() * scales[idx][..., :1]
+
+
+def _exact_sims(x: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """float64 (r, c) cosine similarities of rows[i] with cols[i, j]; a zero vector gives 0."""
-    xr = x[rows].double()
-    dots = (x[cols].double() * xr[:, None, :]).sum(-1)
-    den = norms[rows][:, None] * norms[cols]
+    dots = (_scaled(x, scales, cols) * _scaled(x, scales, rows)[:, None, :]).sum(-1)
+    den = scales[rows][:, None, 1] * scales[cols][..., 1]
     return torch.where(den > 0, dots / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
 
 
@@ -49,14 +61,14 @@ def _best_k(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor
     return vals[:, :k], torch.gather(idx, 1, perm[:, :k])
 
 
-def _exact_top_k(x, norms, rows, cand, k):
+def _exact_top_k(x, scales, rows, cand, k):
     """Exact top-k of each row among its candidate columns, streamed over candidate chunks."""
     r, c = cand.shape
     step = options.rows_per_chunk(r * x.shape[1] * 8 * 3, c, minimum=min(c, k))
     best_v = best_i = None
     for c0 in range(0, c, step):
         ci = cand[:, c0 : c0 + step]
-        v = _exact_sims(x, norms, rows, ci)
+        v = _exact_sims(x, scales, rows, ci)
         v = v.masked_fill(ci == rows[:, None], float("-inf"))
         if best_v is not None:
             v, ci = torch.cat([best_v, v], 1), torch.cat([best_i, ci], 1)
@@ -86,7 +98,7 @@ def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None =
     tol = 2.2 * (d + 3) * torch.finfo(dt).eps
     check = precision == "highest"
     units = _unit_rows(x, dt)
-    norms = _norms64(x)
+    scales = _row_scales64(x)
     out = torch.empty(n, k, dtype=torch.int64, device=x.device)
     # Row blocks bounded by both the (b x n) similarity block and the gathered float64 candidates.
     bytes_per_row = max(n * units.element_size() * 3, 2 * (k + margin) * d * 8 * 3)
@@ -96,7 +108,7 @@ def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None =
             count = min(n - 1, k + margin)
             while pending.numel():
                 approx, cand = _candidates(units, pending, count)
-                vals, idx = _exact_top_k(x, norms, pending, cand, k)
+                vals, idx = _exact_top_k(x, scales, pending, cand, k)
                 if check and count < n - 1:
                     unsafe = approx[:, -1].double() + tol >= vals[:, -1]
                 else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -11,9 +12,9 @@ from .torch_cosine import warn_zero_rows
 
 def usable(device: torch.device) -> tuple[bool, str]:
     """Whether Triton kernels can run on tensors of `device` here, and if not, why."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    # find_spec, not import: importing triton fixes its interpreter mode (TRITON_INTERPRET) for
+    # the rest of the process, so it must first happen when the kernels are really launched.
+    if importlib.util.find_spec("triton") is None:
         return False, "triton is not installed"
     if device.type == "cuda":
         return True, ""
