@@ -4,17 +4,22 @@ Neighbours of one representation, in row blocks (never the whole n x n similarit
 
 1. Approximate pass: unit rows in the compute dtype, a (b x n) block of similarities by matmul
    (under the requested matmul precision), self set to -inf, ``topk`` of k + margin candidates.
-2. Exact re-rank: the candidates' similarities recomputed in float64 from the input values as
-   ``x_i . x_j / (|x_i| |x_j|)``, each pair by the same elementwise reduction (so duplicate rows get
-   bit-identical similarities), ordered by (similarity desc, index asc); the first k are kept.
-3. Completeness (precision "highest" only): the k-th exact similarity must beat every non-candidate.
-   A non-candidate's exact similarity is at most the last candidate's approximate value plus the
-   rounding bound of the approximate pass, ``tol = 2.2 (d + 3) eps``. Rows that cannot prove it
-   are searched again with 4x as many candidates, up to all n - 1 (then trivially complete).
+   ``approximation_bound`` gives tol >= |approximate - exact| (float32: 2.2 (d + 3) eps, plus the
+   TF32/bf16 operand rounding at "high"/"medium").
+2. Rows whose k-th approximate similarity beats the (k+1)-th by more than 2 tol are done: no
+   sample outside the top k can reach one inside, whatever the rounding.
+3. The other rows (near-ties, duplicates) are re-ranked exactly: candidates' similarities
+   recomputed in float64 from the input values, rows scaled by a power of two as in
+   ``fastsim.reference`` (so duplicate rows get bit-identical similarities), ordered by
+   (similarity desc, index asc), the first k kept.
+4. Completeness (precision "highest" only): a re-ranked row's k-th exact similarity must beat
+   every non-candidate, whose exact similarity is at most the last candidate's approximate value
+   plus tol. Rows that cannot prove it are searched again with 4x as many candidates, up to all
+   n - 1 (then trivially complete).
 
-So at "highest" the lists equal the float64 definition in ``fastsim.reference`` (ties broken by
-the smaller index). At "high"/"medium" the approximate pass is TF32/bf16 and step 3 is skipped:
-a neighbour is missed only if reduced precision pushed it out of the k + margin candidates.
+So at "highest" the neighbour sets equal the float64 definition in ``fastsim.reference`` (ties
+broken by the smaller index). At "high"/"medium" step 4 is skipped: a neighbour is missed only if
+reduced precision pushed it out of the k + margin candidates.
 """
 
 from __future__ import annotations
@@ -43,12 +48,12 @@ def _row_scales64(x: torch.Tensor) -> torch.Tensor:
 
 
 def _scaled(x: torch.Tensor, scales: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return x[idx].double() * scales[idx][..., :1]
+    return x[idx].double().mul_(scales[idx][..., :1])
 
 
 def _exact_sims(x: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """float64 (r, c) cosine similarities of rows[i] with cols[i, j]; a zero vector gives 0."""
-    dots = (_scaled(x, scales, cols) * _scaled(x, scales, rows)[:, None, :]).sum(-1)
+    dots = _scaled(x, scales, cols).mul_(_scaled(x, scales, rows)[:, None, :]).sum(-1)
     den = scales[rows][:, None, 1] * scales[cols][..., 1]
     return torch.where(den > 0, dots / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
 
@@ -90,12 +95,22 @@ def _candidates(units: torch.Tensor, rows: torch.Tensor, count: int) -> tuple[to
     return torch.topk(sims, count, dim=1, largest=True, sorted=True)
 
 
+def approximation_bound(d: int, dt: torch.dtype, precision: str) -> float:
+    """Bound on |approximate - exact| cosine similarity of the matmul pass: accumulation of d
+    products in `dt` plus, for float32 at "high"/"medium", the TF32/bf16 rounding of both operands."""
+    operand = 0.0
+    if dt == torch.float32:
+        operand = {"highest": 0.0, "high": 2.0**-11, "medium": 2.0**-8}[precision]
+    return 2.2 * ((d + 3) * torch.finfo(dt).eps + 2 * operand)
+
+
 def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None = None) -> torch.Tensor:
-    """int64 (n, k): each sample's k most cosine-similar other samples, most similar first."""
+    """int64 (n, k): each sample's k most cosine-similar other samples, most similar first (the
+    order of neighbours within rounding of each other follows the approximate values)."""
     n, d = x.shape
     dt = torch.float64 if x.dtype == torch.float64 else torch.float32
     margin = max(16, k) if margin is None else margin
-    tol = 2.2 * (d + 3) * torch.finfo(dt).eps
+    tol = approximation_bound(d, dt, precision)
     check = precision == "highest"
     units = _unit_rows(x, dt)
     scales = _row_scales64(x)
@@ -108,6 +123,16 @@ def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None =
             count = min(n - 1, k + margin)
             while pending.numel():
                 approx, cand = _candidates(units, pending, count)
+                if count > k:
+                    # The k-th approximate similarity beats the (k+1)-th by more than twice the
+                    # bound: no sample outside the top k can reach one inside, so the set is exact.
+                    clear = (approx[:, k - 1] - approx[:, k]).double() > 2 * tol
+                else:  # with k = n - 1 every other sample is a neighbour; else no gap to judge by
+                    clear = torch.full((pending.numel(),), k == n - 1, dtype=torch.bool, device=x.device)
+                out[pending[clear]] = cand[clear, :k]
+                pending, approx, cand = pending[~clear], approx[~clear], cand[~clear]
+                if not pending.numel():
+                    break
                 vals, idx = _exact_top_k(x, scales, pending, cand, k)
                 if check and count < n - 1:
                     unsafe = approx[:, -1].double() + tol >= vals[:, -1]
