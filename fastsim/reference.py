@@ -136,7 +136,7 @@ def _scaled_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     underflow or overflow), and the norms of the scaled rows."""
     peak = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0])
     exponent = np.frexp(np.where(peak > 0, peak, 1.0))[1]
-    y = x * np.ldexp(1.0, -exponent)[:, None]
+    y = np.ldexp(x, -exponent[:, None])
     return y, np.sqrt(np.einsum("ij,ij->i", y, y))
 
 

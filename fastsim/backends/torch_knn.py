@@ -32,8 +32,8 @@ from .torch_moments import row_chunks
 
 
 def _row_scales64(x: torch.Tensor) -> torch.Tensor:
-    """float64 (n, 2): per row a power of two that brings its peak near 1, and the norm of the row
-    times it. The scaling is exact, so similarities (y_i . y_j) / (|y_i| |y_j|) of the scaled rows y
+    """float64 (n, 2): per row the exponent of a power of two that brings its peak near 1, and the
+    norm of the row times it. The scaling is exact, so similarities (y_i . y_j) / (|y_i| |y_j|) of the scaled rows y
     are what fastsim.reference computes, equal vectors give bit-identical similarities, and squares
     cannot underflow."""
     out = torch.empty(x.shape[0], 2, dtype=torch.float64, device=x.device)
@@ -41,14 +41,19 @@ def _row_scales64(x: torch.Tensor) -> torch.Tensor:
         c = x[s:e].double()
         peak = c.abs().amax(1)
         exponent = torch.frexp(torch.where(peak > 0, peak, torch.ones_like(peak))).exponent
-        scale = torch.ldexp(torch.ones_like(peak), -exponent)
-        out[s:e, 0] = scale
-        out[s:e, 1] = (c * scale[:, None]).square().sum(1).sqrt()
+        out[s:e, 0] = -exponent.double()
+        out[s:e, 1] = _times_pow2(c, out[s:e, 0]).square().sum(1).sqrt()
     return out
 
 
+def _times_pow2(x: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+    """x * 2**power per row, exactly: in two halves, so that no factor over- or underflows."""
+    half = torch.floor(power / 2)
+    return x * torch.exp2(half)[..., None] * torch.exp2(power - half)[..., None]
+
+
 def _scaled(x: torch.Tensor, scales: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return x[idx].double().mul_(scales[idx][..., :1])
+    return _times_pow2(x[idx].double(), scales[idx][..., 0])
 
 
 def _exact_sims(x: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from .torch_cosine import warn_zero_rows
+from .torch_cosine import unit_rows, warn_zero_rows
 
 
 def usable(device: torch.device) -> tuple[bool, str]:
@@ -26,6 +26,11 @@ def usable(device: torch.device) -> tuple[bool, str]:
 def cosine_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     from ..kernels.cosine import row_cosine
 
-    cos, zero = row_cosine(a, b)
-    warn_zero_rows(int(zero.sum()))
+    cos, flag = row_cosine(a, b)
+    rescue = (flag == 2).nonzero().flatten()
+    if rescue.numel():  # extreme magnitudes: recompute those rows with per-row scaling
+        ua, _ = unit_rows(a[rescue], cos.dtype)
+        ub, _ = unit_rows(b[rescue], cos.dtype)
+        cos[rescue] = (ua * ub).sum(1)
+    warn_zero_rows(int((flag == 1).sum()))
     return cos.sum(dtype=torch.float64).div(a.shape[0]).clamp(-1.0, 1.0).to(cos.dtype)
