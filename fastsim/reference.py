@@ -182,13 +182,27 @@ def mutual_knn(a: Any, b: Any, k: int = 10) -> float:
 
 
 def similarity_matrix(layers: Sequence[Any], metric: str, **options: Any) -> np.ndarray:
-    """The (L, L) matrix of `metric` ("cka", "cosine" or "mutual_knn") over all layer pairs."""
-    fn = {"cka": cka, "cosine": cosine, "mutual_knn": mutual_knn}[metric]
+    """The (L, L) matrix of `metric` ("cka", "cosine" or "mutual_knn") over all layer pairs.
+
+    Entry (i, j) is ``metric(layers[i], layers[j], **options)``; for CKA each layer's kernel
+    matrix is formed once and shared by its pairs (the same arithmetic as ``cka``).
+    """
     layers = [_as64(x) for x in layers]
-    if metric == "cka" and isinstance(options.get("sigma"), (list, tuple)):
-        raise ValueError("similarity_matrix takes one sigma for all layers (or None)")
     L = len(layers)
     out = np.empty((L, L))
+    if metric == "cka":
+        kernel, sigma, debiased = options.get("kernel", "linear"), options.get("sigma"), options.get("debiased", False)
+        if isinstance(sigma, (list, tuple)):
+            raise ValueError("similarity_matrix takes one sigma for all layers (or None)")
+        kernels = [_kernel(x - x.mean(0), kernel, sigma) for x in layers]
+        self_hsic = [hsic(K, K, debiased) for K in kernels]
+        for i in range(L):
+            for j in range(L):
+                ok = self_hsic[i] > 0 and self_hsic[j] > 0
+                h = hsic(kernels[i], kernels[j], debiased)
+                out[i, j] = h / np.sqrt(self_hsic[i] * self_hsic[j]) if ok else float("nan")
+        return out
+    fn = {"cosine": cosine, "mutual_knn": mutual_knn}[metric]
     for i in range(L):
         for j in range(L):
             out[i, j] = fn(layers[i], layers[j], **options)

@@ -174,15 +174,23 @@ def median_sigma(x: torch.Tensor) -> float:
         idx = torch.linspace(0, n - 1, MEDIAN_SAMPLE, device=x.device).round().long()
         x = x[idx]
     xs = x.double()
-    # Differences, not the |x|^2 + |y|^2 - 2 x.y expansion, which cancels for close pairs.
-    dist_full = torch.cdist(xs, xs, compute_mode="donot_use_mm_for_euclid_dist")
+    xs = xs - xs.mean(0)
+    sq = xs.square().sum(1)
     m = xs.shape[0]
     iu = torch.triu_indices(m, m, offset=1, device=x.device)
-    dist = dist_full[iu[0], iu[1]]
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * (xs @ xs.T))[iu[0], iu[1]].clamp_min_(0.0)
+    # The expansion |x|^2 + |y|^2 - 2 x.y cancels for close pairs (relative error about
+    # eps (|x|^2 + |y|^2) / d2): take those pairs' distances from the differences instead.
+    close = (d2 <= 1e-4 * (sq[iu[0]] + sq[iu[1]])).nonzero().flatten()
+    for chunk in close.split(options.rows_per_chunk(xs.shape[1] * 8 * 2, max(1, close.numel()))):
+        i, j = iu[0][chunk], iu[1][chunk]
+        d2[chunk] = (xs[i] - xs[j]).square().sum(1)
+    dist = d2.sqrt_()
     N = dist.numel()
     lo = torch.kthvalue(dist, (N - 1) // 2 + 1).values
-    hi = torch.kthvalue(dist, N // 2 + 1).values
-    return float((lo + hi) / 2)
+    if N % 2 or int((dist <= lo).sum()) > N // 2:
+        return float(lo)  # odd count, or the two middle values are equal
+    return float((lo + dist[dist > lo].min()) / 2)
 
 
 def _linear_uses_sample_space(n: int, dims: list[int]) -> bool:
