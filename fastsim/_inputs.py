@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from . import options
+
 _FLOAT_TORCH = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -55,13 +57,15 @@ def check_matrix(name: str, x: torch.Tensor, shape_of_input: tuple[int, ...] | N
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
-    """Raise if x holds NaN or +-Inf, naming the first offending row."""
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        row = int(bad.any(dim=1).nonzero()[0, 0])
-        raise ValueError(
-            f"{name} contains NaN or Inf (first in row {row}); clean the input or pass check_finite=False"
-        )
+    """Raise if x holds NaN or +-Inf, naming the first offending row (streamed over row chunks)."""
+    step = options.rows_per_chunk(x.shape[1] * 2, x.shape[0])
+    for start in range(0, x.shape[0], step):
+        bad = ~torch.isfinite(x[start : start + step]).all(dim=1)
+        if bool(bad.any()):
+            row = start + int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"{name} contains NaN or Inf (first in row {row}); clean the input or pass check_finite=False"
+            )
 
 
 def prepare(

@@ -1,0 +1,154 @@
+"""GPU benchmark: fastsim's backends against plain-torch baselines at the issues' target sizes.
+
+Prints one table: seconds, ratio baseline / fastsim, the physical floor (FLOPs over the matmul
+rate, or bytes over the copy bandwidth, both measured here at start) and the fraction of it
+reached. Timing: CUDA events, one warm-up call, best of --repeat.
+
+Run:  python bench/gpu.py                      # on a CUDA machine (bench/device.sh runs it)
+      python bench/gpu.py --device cpu --small # code-path check on a CPU, tiny sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+import fastsim
+
+
+def timer(device: torch.device):
+    def run(fn, repeat: int) -> float:
+        fn()
+        best = float("inf")
+        for _ in range(repeat):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                best = min(best, start.elapsed_time(end) / 1e3)
+            else:
+                t = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t)
+        return best
+
+    return run
+
+
+def rates(device: torch.device, size: int, run) -> dict[str, float]:
+    """Measured matmul FLOP/s (fp32-highest, tf32, bf16) and copy bytes/s."""
+    out = {}
+    for name, dtype, prec in (("fp32", torch.float32, "highest"), ("tf32", torch.float32, "high"), ("bf16", torch.bfloat16, "highest")):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        with fastsim.options.matmul_precision(prec):
+            out[name] = 2 * size**3 / run(lambda: a @ a, 3)
+    buf = torch.empty(size * size * 16, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(buf)
+    out["bytes"] = 2 * buf.numel() / run(lambda: dst.copy_(buf), 3)
+    return out
+
+
+def stacked_layers(L: int, n: int, d: int, dtype, device, seed=0) -> list[torch.Tensor]:
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(n, d, device=device, dtype=torch.float32, generator=g)
+    out = [x.to(dtype)]
+    for _ in range(L - 1):
+        x = x + 0.5 * torch.randn(n, d, device=device, dtype=torch.float32, generator=g)
+        out.append(x.to(dtype))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--small", action="store_true", help="tiny sizes, to check the code paths")
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    dev = torch.device(args.device)
+    run = timer(dev)
+    s = 64 if args.small else 1
+    r = rates(dev, 512 if args.small else 8192, run)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(f"# {name} | torch {torch.__version__} | fastsim {fastsim.__version__} | {time.strftime('%Y-%m-%d')}")
+    print(f"# measured: fp32 {r['fp32']/1e12:.1f} TFLOP/s, tf32 {r['tf32']/1e12:.1f}, bf16 {r['bf16']/1e12:.1f}, copy {r['bytes']/1e12:.2f} TB/s")
+    rows = []
+
+    def row(work, method, seconds, base, floor):
+        rows.append((work, method, seconds, base / seconds if base else float("nan"), floor, floor / seconds))
+
+    # 1. all-pairs linear CKA, L = 25, d = 1024, n = 65 536 (feature space, upper triangle)
+    L, d, n = 25, 1024 // s, 65536 // s
+    layers = stacked_layers(L, n, d, torch.float32, dev)
+    Z = torch.cat(layers, 1)
+    base = run(lambda: (Z.T @ Z), args.repeat)
+    flops = n * (L * d) ** 2  # 2 * n * D^2 / 2: upper triangle
+    for prec, rate in (("highest", r["fp32"]), ("high", r["tf32"]), ("medium", r["bf16"])):
+        t = run(lambda: fastsim.similarity_matrix(layers, "cka", precision=prec), args.repeat)
+        row(f"cka L={L} d={d} n={n}", f"fastsim torch {prec}", t, base, flops / rate)
+    row(f"cka L={L} d={d} n={n}", "torch stacked Gram (fp32)", base, base, flops / r["fp32"])
+    del Z, layers
+
+    # 2. all-pairs cosine, L = 25, d = 1024, n = 262 144, bf16
+    n = 262144 // s
+    layers = stacked_layers(L, n, d, torch.bfloat16, dev)
+    loop = lambda: [F.cosine_similarity(layers[i], layers[j], dim=1).mean() for i in range(L) for j in range(i + 1, L)]  # noqa: E731
+    base = run(loop, 1)
+    floor = L * n * d * 2 / r["bytes"]
+    row(f"cosine L={L} d={d} n={n} bf16", "fastsim torch", run(lambda: fastsim.similarity_matrix(layers, "cosine"), args.repeat), base, floor)
+    row(f"cosine L={L} d={d} n={n} bf16", "torch pair loop", base, base, floor)
+    del layers
+
+    # 3. RBF CKA of two layers, d = 1024, n = 16 384
+    n = 16384 // s
+    a, b = stacked_layers(2, n, d, torch.float32, dev)
+    sigma = 1.0 * d**0.5
+
+    def materialized():
+        def k(x):
+            return torch.exp(-torch.cdist(x, x).square() / (2 * sigma**2))
+
+        H = torch.eye(n, device=dev) - 1.0 / n
+        Ka, Kb = H @ k(a) @ H, H @ k(b) @ H
+        return (Ka * Kb).sum() / (Ka.norm() * Kb.norm())
+
+    base = run(materialized, 1)
+    floor = 2 * n * n * d * 2 / r["fp32"]
+    row(f"rbf cka d={d} n={n}", "fastsim torch", run(lambda: fastsim.cka(a, b, kernel="rbf", sigma=sigma), args.repeat), base, floor)
+    row(f"rbf cka d={d} n={n}", "materialized n x n", base, base, floor)
+
+    # 4. mutual kNN of two layers, n = 65 536, k = 10
+    n = 65536 // s
+    a, b = stacked_layers(2, n, d, torch.float32, dev)
+
+    def chunked_topk():
+        out = []
+        for x in (a, b):
+            u = F.normalize(x, dim=1)
+            idx = []
+            for start in range(0, n, 4096):
+                sims = u[start : start + 4096] @ u.T
+                sims[torch.arange(sims.shape[0]), torch.arange(start, start + sims.shape[0])] = -float("inf")
+                idx.append(sims.topk(10, dim=1).indices)
+            out.append(torch.cat(idx))
+        return (out[0][:, :, None] == out[1][:, None, :]).any(2).float().mean()
+
+    with fastsim.options.matmul_precision("high"):
+        base = run(chunked_topk, 1)
+    floor = 2 * 2 * n * n * d / r["tf32"]
+    for prec in ("highest", "high"):
+        t = run(lambda: fastsim.mutual_knn(a, b, k=10, precision=prec), args.repeat)
+        row(f"mutual knn d={d} n={n}", f"fastsim {prec}", t, base, floor)
+    row(f"mutual knn d={d} n={n}", "chunked topk (tf32)", base, base, floor)
+
+    print(f"{'work':<32} {'method':<28} {'seconds':>9} {'x base':>7} {'floor s':>9} {'of floor':>8}")
+    for work, method, sec, ratio, floor, frac in rows:
+        print(f"{work:<32} {method:<28} {sec:9.4f} {ratio:7.2f} {floor:9.4f} {frac:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""CUDA tensors through every metric and backend (skipped without a GPU; see conftest)."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastsim
+from fastsim import reference as R
+
+pytestmark = pytest.mark.gpu
+
+
+def layers_on_gpu(n=3000, d=96, L=4, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    out = [x]
+    for _ in range(L - 1):
+        x = torch.tanh(x @ torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5) + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64)
+        out.append(x)
+    return [t.to(dtype).cuda() for t in out]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("precision", ["highest", "high", "medium"])
+@pytest.mark.parametrize("metric, opts", [("cka", {}), ("cka", {"debiased": True}), ("cka", {"kernel": "rbf"}), ("cosine", {})])
+def test_matrices_on_gpu_match_reference(dtype, precision, metric, opts):
+    layers = layers_on_gpu(n=1200, dtype=dtype)
+    got = fastsim.similarity_matrix(layers, metric, precision=precision, **opts)
+    assert got.device.type == "cuda"
+    ref = R.similarity_matrix([x.cpu() for x in layers], metric, **opts)
+    err = np.abs(got.cpu().double().numpy() - ref).max()
+    bound = {"highest": 1e-4, "high": 5e-3, "medium": 2e-2}[precision] if dtype != torch.float64 else 1e-9
+    print(f"{metric} {opts} {dtype} {precision}: max error {err:.2e}")
+    assert err <= bound
+
+
+@pytest.mark.parametrize("backend", ["cuda", "torch"])
+def test_mutual_knn_on_gpu_is_exact_at_highest(backend):
+    layers = layers_on_gpu(n=2000, d=64, L=3)
+    got = fastsim.similarity_matrix(layers, "mutual_knn", k=10, backend=backend)
+    assert got.device.type == "cuda"
+    ref = R.similarity_matrix([x.cpu() for x in layers[:2]], "mutual_knn", k=10)
+    np.testing.assert_allclose(got[:2, :2].cpu().double().numpy(), ref, atol=1e-7)
+
+
+def test_triton_cosine_on_gpu():
+    a, b = layers_on_gpu(n=5000, d=768, L=2)
+    got = float(fastsim.cosine(a, b, backend="triton"))
+    assert got == pytest.approx(R.cosine(a.cpu(), b.cpu()), abs=1e-5)
