@@ -107,14 +107,16 @@ def _linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dt
     return KernelStats(n, S, P.cpu() / n**2, Q.cpu() / n**2, X.cpu() / n**2, r.cpu() / n, t.cpu() / n)
 
 
-def _kernel_block(xi, xj, ni, nj, kernel: str, sigma: float, same: bool) -> torch.Tensor:
-    g = xi @ xj.T
+def _kernel_block(out, xi, xj, ni, nj, kernel: str, sigma: float, same: bool) -> None:
+    """Write one (b_i x b_j) block of a layer's kernel matrix into `out`."""
+    torch.mm(xi, xj.T, out=out)
     if kernel == "linear":
-        return g
-    d2 = (ni[:, None] + nj[None, :]).sub_(g, alpha=2.0).clamp_(min=0.0)
+        return
+    # |x|^2 + |y|^2 - 2 x.y, clamped at 0, then exp(-d2 / (2 sigma^2)), all in place.
+    out.mul_(-2.0).add_(ni[:, None]).add_(nj[None, :]).clamp_(min=0.0)
     if same:
-        d2.fill_diagonal_(0.0)
-    return d2.mul_(-0.5 / sigma**2).exp_()
+        out.fill_diagonal_(0.0)
+    out.mul_(-0.5 / sigma**2).exp_()
 
 
 def _sample_stats(
@@ -123,8 +125,11 @@ def _sample_stats(
     n, L = layers[0].shape[0], len(layers)
     dev = layers[0].device
     elem = torch.finfo(dt).bits // 8
-    # Block edge b: L kernel blocks of b x b (plus their reshaped copy) within the chunk budget.
-    b = int(math.sqrt(options.CHUNK_BYTES / (2 * L * elem)))
+    # Block edge b: L kernel blocks of b x b within the chunk budget, and at least ~8 block rows
+    # (down to b = 512), since the diagonal blocks are computed whole: with B block rows the
+    # work is (B + 1) / B times the upper triangle's.
+    b = int(math.sqrt(options.CHUNK_BYTES / (L * elem)))
+    b = min(b, max(512, -(-n // 8)))
     b = max(1, min(n, b, options.rows_per_chunk(4 * sum(x.shape[1] for x in layers) * elem, n)))
     starts = list(range(0, n, b))
     S = torch.zeros(L, L, dtype=torch.float64, device=dev)
@@ -146,9 +151,9 @@ def _sample_stats(
         for s2 in starts[starts.index(s) :]:
             same = s2 == s
             xj, nj, e2 = (xi, ni, e) if same else load(s2)
-            K = torch.stack(
-                [_kernel_block(xi[l], xj[l], ni[l], nj[l], kernel, sigmas[l], same) for l in range(L)]
-            )
+            K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
+            for l in range(L):
+                _kernel_block(K[l], xi[l], xj[l], ni[l], nj[l], kernel, sigmas[l], same)
             flat = K.reshape(L, -1)
             S += (1.0 if same else 2.0) * (flat @ flat.T).double()
             if kernel == "rbf":
