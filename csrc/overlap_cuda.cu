@@ -2,8 +2,8 @@
 //
 // overlap_rows: one thread per sample compares its two rows entry by entry (k^2 compares,
 // rows read straight from global memory through the cache; k is small in practice).
-// overlap_all_pairs: blockIdx.y picks one layer pair, threads stride over samples, each
-// block reduces its partial count in shared memory and adds it with one atomic.
+// overlap_all_pairs: blockIdx.y strides over layer pairs, threads stride over samples, each
+// block reduces its partial count in shared memory and adds it with one atomic per pair.
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -54,33 +54,37 @@ __global__ void fill_diagonal_kernel(int64_t* totals, int64_t num_layers, int64_
 template <typename Index>
 __global__ void overlap_pairs_kernel(const Index* __restrict__ lists, int64_t* __restrict__ totals,
                                      int64_t num_layers, int64_t n, int64_t k) {
-  // Decode the pair index blockIdx.y into (x, y) with x < y.
-  int64_t pair = blockIdx.y, x = 0;
-  while (pair >= num_layers - 1 - x) {
-    pair -= num_layers - 1 - x;
-    ++x;
-  }
-  const int64_t y = x + 1 + pair;
-  const Index* lx = lists + x * n * k;
-  const Index* ly = lists + y * n * k;
-
-  long long local = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    local += count_common(lx + i * k, ly + i * k, k);
-  }
   __shared__ long long partial[kThreads];
-  partial[threadIdx.x] = local;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+  const int64_t pairs = num_layers * (num_layers - 1) / 2;
+  for (int64_t p = blockIdx.y; p < pairs; p += gridDim.y) {
+    // Decode the pair index p into (x, y) with x < y.
+    int64_t pair = p, x = 0;
+    while (pair >= num_layers - 1 - x) {
+      pair -= num_layers - 1 - x;
+      ++x;
+    }
+    const int64_t y = x + 1 + pair;
+    const Index* lx = lists + x * n * k;
+    const Index* ly = lists + y * n * k;
+
+    long long local = 0;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      local += count_common(lx + i * k, ly + i * k, k);
+    }
+    partial[threadIdx.x] = local;
     __syncthreads();
-  }
-  if (threadIdx.x == 0 && partial[0] != 0) {
-    atomicAdd(reinterpret_cast<unsigned long long*>(totals + x * num_layers + y),
-              static_cast<unsigned long long>(partial[0]));
-    atomicAdd(reinterpret_cast<unsigned long long*>(totals + y * num_layers + x),
-              static_cast<unsigned long long>(partial[0]));
+    for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+      if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0 && partial[0] != 0) {
+      atomicAdd(reinterpret_cast<unsigned long long*>(totals + x * num_layers + y),
+                static_cast<unsigned long long>(partial[0]));
+      atomicAdd(reinterpret_cast<unsigned long long*>(totals + y * num_layers + x),
+                static_cast<unsigned long long>(partial[0]));
+    }
+    __syncthreads();  // partial[] is reused by the next pair
   }
 }
 
@@ -111,8 +115,7 @@ void overlap_all_pairs_cuda(const Index* lists, int64_t* totals, int64_t num_lay
   check(cudaGetLastError(), "overlap_all_pairs (diagonal)");
   const int64_t pairs = L * (L - 1) / 2;
   if (pairs == 0 || n == 0) return;
-  if (pairs > 65535) throw std::invalid_argument("overlap_all_pairs: at most 65535 layer pairs (L <= 362)");
-  dim3 grid(grid_for(n, 1024), static_cast<unsigned int>(pairs));
+  dim3 grid(grid_for(n, 1024), static_cast<unsigned int>(pairs < 65535 ? pairs : 65535));
   overlap_pairs_kernel<Index><<<grid, kThreads, 0, s>>>(lists, totals, L, n, k);
   check(cudaGetLastError(), "overlap_all_pairs");
 }

@@ -29,6 +29,9 @@ class Origin:
 def _numpy_to_torch(name: str, x: np.ndarray) -> torch.Tensor:
     if x.dtype.kind != "f" or x.dtype.itemsize not in (2, 4, 8):
         raise TypeError(f"{name} must have a floating dtype (float16, float32 or float64); got dtype {x.dtype}")
+    if not x.dtype.isnative or any(s < 0 for s in x.strides):
+        # torch takes neither byte-swapped data nor negative strides (a[::-1]): copy those.
+        x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
     with warnings.catch_warnings():
         # Read-only arrays are fine: fastsim never writes into its inputs.
         warnings.simplefilter("ignore", UserWarning)
@@ -58,9 +61,8 @@ def check_matrix(name: str, x: torch.Tensor, shape_of_input: tuple[int, ...] | N
 
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise if x holds NaN or +-Inf, naming the first offending row (streamed over row chunks)."""
-    step = options.rows_per_chunk(x.shape[1] * 2, x.shape[0])
-    for start in range(0, x.shape[0], step):
-        bad = ~torch.isfinite(x[start : start + step]).all(dim=1)
+    for start, end in options.row_chunks(x.shape[0], x.shape[1] * 2):
+        bad = ~torch.isfinite(x[start:end]).all(dim=1)
         if bool(bad.any()):
             row = start + int(bad.nonzero()[0, 0])
             raise ValueError(

@@ -31,7 +31,9 @@ IMPLEMENTED = {
 def _resolve_backend(metric: str, backend: str, device: torch.device) -> str:
     check_choice("backend", backend, BACKENDS)
     if backend == "auto":
-        if metric == "mutual_knn" and native.available() and (device.type == "cpu" or native.cuda_compiled()):
+        if metric == "mutual_knn" and native.available() and (
+            device.type == "cpu" or (device.type == "cuda" and native.cuda_compiled())
+        ):
             return "cuda"
         return "torch"
     if backend not in IMPLEMENTED[metric]:

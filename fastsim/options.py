@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import warnings
 from typing import Iterator
 
 import torch
@@ -49,6 +51,21 @@ def compute_dtype(tensors) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+def row_chunks(n: int, bytes_per_row: int):
+    """(start, end) row ranges whose temporaries, `bytes_per_row` each, fit the chunk budget."""
+    step = rows_per_chunk(bytes_per_row, n)
+    for start in range(0, n, step):
+        yield start, min(n, start + step)
+
+
+def warn_degenerate(message: str) -> None:
+    """Issue a DegenerateWarning attributed to the caller's line outside the fastsim package."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is the caller of this function
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("fastsim"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DegenerateWarning, stacklevel=level)
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
@@ -58,6 +75,9 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
 @contextlib.contextmanager
 def matmul_precision(precision: str) -> Iterator[None]:
     """Run float32 matmuls under `torch.set_float32_matmul_precision(precision)`, then restore it.
+
+    The setting is process-wide while the call runs: calls from several threads with different
+    precisions can see each other's setting.
 
     "highest": full float32; "high": TF32 (or 3xbf16) where the hardware has it; "medium": bf16
     internally where the hardware has it. float64 matmuls are not affected. On this project's CPU

@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..options import compute_dtype
+
 
 @triton.jit
 def row_cosine_kernel(
@@ -32,7 +34,7 @@ def row_cosine_kernel(
     BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = (pid * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # 64-bit offsets: n * stride may pass 2^31
     row_ok = rows < n
     dot = tl.zeros([BLOCK_N], dtype=ACC)
     na = tl.zeros([BLOCK_N], dtype=ACC)
@@ -64,7 +66,7 @@ def row_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     n, d = a.shape
     a = a if a.stride(1) == 1 else a.contiguous()
     b = b if b.stride(1) == 1 else b.contiguous()
-    acc = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
+    acc = compute_dtype([a, b])
     cos = torch.empty(n, dtype=acc, device=a.device)
     zero = torch.empty(n, dtype=torch.int8, device=a.device)
     block_n = 16

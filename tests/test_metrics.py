@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fastsim
@@ -36,27 +36,32 @@ def cka_case(draw, min_n=2):
     return cast_pair(a, b, draw(dtypes), draw(dtypes), draw(containers))
 
 
-@given(cka_case(min_n=4), st.sampled_from(["linear", "rbf"]), st.booleans(), PRECISION)
-def test_cka_matches_reference(case, kernel, debiased, precision):
+@given(cka_case(min_n=4), st.sampled_from(["linear", "rbf"]), st.booleans(), PRECISION, st.sampled_from([None, 0.1, 1.0, 30.0]))
+def test_cka_matches_reference(case, kernel, debiased, precision, sigma_factor):
     a, b = case
     a64, b64 = as64(a), as64(b)
     f64 = accumulates_in_float64(a, b)
+    sigma = None
+    if kernel == "rbf" and sigma_factor is not None:  # an explicit bandwidth, small to large
+        sigma = sigma_factor * R.median_sigma(a64)
+        assume(sigma > 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        got = value(fastsim.cka(a, b, kernel=kernel, debiased=debiased, precision=precision))
-        ref = R.cka(a64, b64, kernel=kernel, debiased=debiased)
+        got = value(fastsim.cka(a, b, kernel=kernel, sigma=sigma, debiased=debiased, precision=precision))
+        ref = R.cka(a64, b64, kernel=kernel, sigma=sigma, debiased=debiased)
     if degenerate(a64, f64) or degenerate(b64, f64):
         assert np.isnan(got)
         return
     if kernel == "rbf":  # documented limit: sigma must not vanish next to the data's scale
         rel = 1e-6 if f64 else 1e-2
         for x in (a64, b64):
-            assume(R.median_sigma(x) > rel * np.sqrt(np.mean(np.sum((x - x.mean(0)) ** 2, 1))))
+            spread = np.sqrt(np.mean(np.sum((x - x.mean(0)) ** 2, 1)))
+            assume((sigma if sigma is not None else R.median_sigma(x)) > rel * spread)
     if debiased:
         # The self-HSIC estimates can be ~0 or negative for tiny, nearly degenerate samples;
         # there CKA is undefined and both sides must say so, or the ratio is too ill-conditioned.
-        K, L = (R.linear_kernel(a64), R.linear_kernel(b64)) if kernel == "linear" else (
-            R.rbf_kernel(a64), R.rbf_kernel(b64))
+        K, L = (R.linear_kernel(a64 - a64.mean(0)), R.linear_kernel(b64 - b64.mean(0))) if kernel == "linear" else (
+            R.rbf_kernel(a64, sigma), R.rbf_kernel(b64, sigma))
         scale = np.sqrt(R.hsic(K, K) * R.hsic(L, L))
         # In float32 the debiased formula's cancellation is amplified by about hsic0 / hsic1.
         cond = 1e-3 if f64 else 5e-2
@@ -150,14 +155,43 @@ def test_accepts_strided_and_readonly_inputs():
     assert fastsim.mutual_knn(a, b, k=3) == pytest.approx(R.mutual_knn(a, b, k=3))
     ta = torch.from_numpy(base).T  # a transposed (column-major) tensor
     assert value(fastsim.cosine(ta, ta.flip(0))) == pytest.approx(R.cosine(base.T, base.T[::-1]))
+    flipped = base[::-1, ::-1]  # negative strides
+    swapped = base.astype(">f8")  # big-endian
+    assert fastsim.cka(flipped, swapped[::-1, ::-1]) == pytest.approx(1.0)
+    assert fastsim.cosine(swapped, base) == pytest.approx(1.0)
+    assert fastsim.mutual_knn(flipped, flipped.copy(), k=4) == 1.0
 
 
-@given(st.data())
-def test_inputs_are_never_modified(data):
+@pytest.mark.parametrize("magnitude", [1e-300, 1e-30, 1e30, 1e300])
+def test_extreme_magnitudes(magnitude):
+    """Values near the float64 limits, and beyond float32's for the Triton rescue path."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(30, 4)), rng.normal(size=(30, 3))
+    x = a * magnitude
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no spurious degenerate warnings either
+        assert fastsim.cka(x, b) == pytest.approx(R.cka(a, b), rel=1e-9)
+        assert fastsim.cka(x, b, debiased=True) == pytest.approx(R.cka(a, b, debiased=True), rel=1e-9)
+        assert fastsim.cka(x, b, kernel="rbf") == pytest.approx(R.cka(a, b, kernel="rbf"), rel=1e-9)
+        assert fastsim.cosine(x, a) == pytest.approx(1.0)
+        assert fastsim.mutual_knn(x, b, k=5) == pytest.approx(R.mutual_knn(a, b, k=5))
+        if 1e-38 < magnitude < 1e38:  # within float32 range
+            x32 = torch.from_numpy(x.astype(np.float32))
+            assert value(fastsim.cka(x32, torch.from_numpy(b))) == pytest.approx(R.cka(a, b), rel=1e-6)
+            assert value(fastsim.cosine(x32, x32 * 2)) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("sample_space", [False, True])
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_inputs_are_never_modified(monkeypatch, sample_space, data):
     n = data.draw(st.integers(4, 20))
     a, b = data.draw(related_pair(n, 3, 3))
     a, b = cast_pair(a, b, data.draw(dtypes), data.draw(dtypes), data.draw(containers))
     before = [as64(a).copy(), as64(b).copy()]
+    from fastsim.backends import torch_cka
+
+    monkeypatch.setattr(torch_cka, "_linear_uses_sample_space", lambda n, dims: sample_space)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for kernel in ("linear", "rbf"):

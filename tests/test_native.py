@@ -34,7 +34,7 @@ def test_overlap_rows_matches_set_intersection(n, k, seed, dtype):
 
 
 @given(st.integers(1, 6), st.integers(0, 40), st.integers(1, 12), st.integers(0, 2**31))
-def test_overlap_all_pairs_matches_row_kernel(L, n, k, seed):
+def test_overlap_all_pairs_matches_set_intersections(L, n, k, seed):
     rng = np.random.default_rng(seed)
     lists = np.stack([distinct_rows(rng, n, k, 2 * k) for _ in range(L)])
     totals = native.overlap_all_pairs(torch.from_numpy(lists))

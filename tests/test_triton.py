@@ -16,12 +16,6 @@ from strategies import TORCH_DTYPES, accumulates_in_float64, as64, dtypes, relat
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def test_kernels_ship_inside_the_package():
-    import fastsim.kernels.cosine as k
-
-    assert k.__name__ == "fastsim.kernels.cosine"
-
-
 @given(st.data())
 def test_row_cosine_kernel_matches_reference(data):
     from fastsim.kernels.cosine import row_cosine

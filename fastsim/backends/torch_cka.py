@@ -16,13 +16,12 @@ the unbiased estimator alike) so that large feature means cause no cancellation.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 
 from .. import options
-from .torch_moments import Moments, layer_moments, row_chunks
+from .torch_moments import Moments, layer_moments
 
 #: The median heuristic looks at the pairwise distances of at most this many samples, taken
 #: evenly spaced through the data (all samples when n is smaller; then it is exact).
@@ -73,42 +72,66 @@ def _finish(h: torch.Tensor, bad_layers: torch.Tensor, debiased: bool) -> torch.
     out[:, bad] = float("nan")
     if bool(bad.any()):
         which = bad.nonzero().flatten().tolist()
-        warnings.warn(
-            f"CKA is undefined (NaN) for input(s) {which}: zero variance, or a non-positive "
-            "self-HSIC estimate",
-            options.DegenerateWarning,
-            stacklevel=4,
+        options.warn_degenerate(
+            f"CKA is undefined (NaN) for input(s) {which}: zero variance, a non-positive "
+            "self-HSIC estimate, or (RBF) a zero bandwidth"
         )
     return out
+
+
+def _pair_groups(dims: list[int], elem: int) -> list[list[tuple[int, int]]]:
+    """The layer pairs (i <= j), in groups whose d_i x d_j accumulators fit the chunk budget
+    together (a group holds at least one pair); each group costs one pass over the rows."""
+    groups: list[list[tuple[int, int]]] = [[]]
+    used = 0
+    for i in range(len(dims)):
+        for j in range(i, len(dims)):
+            size = dims[i] * dims[j] * elem
+            if groups[-1] and used + size > options.CHUNK_BYTES:
+                groups.append([])
+                used = 0
+            groups[-1].append((i, j))
+            used += size
+    return groups
 
 
 def _linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype) -> KernelStats:
     n, L = layers[0].shape[0], len(layers)
     dev = layers[0].device
     dims = [x.shape[1] for x in layers]
-    acc = {(i, j): torch.zeros(dims[i], dims[j], dtype=dt, device=dev) for i in range(L) for j in range(i, L)}
+    elem = torch.finfo(dt).bits // 8
     P, Q, X = (torch.zeros(L, L, dtype=torch.float64, device=dev) for _ in range(3))
     t, r = (torch.zeros(L, dtype=torch.float64, device=dev) for _ in range(2))
-    bytes_per_row = 2 * sum(dims) * torch.finfo(dt).bits // 8
-    for s, e in row_chunks(n, bytes_per_row):
-        Z = [mom.chunk(l, x, s, e) for l, x in enumerate(layers)]
-        diag = torch.stack([z.square().sum(1) for z in Z], 1).double()  # (c, L): |xc_i|^2
-        rows = torch.stack([mom.row_sums(l, z) for l, z in enumerate(Z)], 1)  # (c, L): K 1
-        P += diag.T @ diag
-        Q += rows.T @ rows
-        X += rows.T @ diag
-        t += diag.sum(0)
-        r += rows.sum(0)
-        for (i, j), a in acc.items():
-            a.addmm_(Z[i].T, Z[j])
     S = torch.zeros(L, L, dtype=torch.float64)
-    for (i, j), a in acc.items():
-        S[i, j] = S[j, i] = (a / n).square().sum(dtype=torch.float64).cpu()
+    for g, group in enumerate(_pair_groups(dims, elem)):
+        acc = {pair: torch.zeros(dims[pair[0]], dims[pair[1]], dtype=dt, device=dev) for pair in group}
+        needed = sorted({l for pair in group for l in pair} | (set(range(L)) if g == 0 else set()))
+        for s, e in options.row_chunks(n, 2 * sum(dims[l] for l in needed) * elem):
+            Z = {l: mom.chunk(l, layers[l], s, e) for l in needed}
+            if g == 0:  # the per-sample sums need one pass only
+                diag = torch.stack([Z[l].square().sum(1) for l in range(L)], 1).double()  # (c, L): |xc_i|^2
+                rows = torch.stack([mom.row_sums(l, Z[l]) for l in range(L)], 1)  # (c, L): K 1
+                P += diag.T @ diag
+                Q += rows.T @ rows
+                X += rows.T @ diag
+                t += diag.sum(0)
+                r += rows.sum(0)
+            for (i, j), a in acc.items():
+                a.addmm_(Z[i].T, Z[j])
+        for (i, j), a in acc.items():
+            S[i, j] = S[j, i] = (a / n).square().sum(dtype=torch.float64).cpu()
+        del acc
     return KernelStats(n, S, P.cpu() / n**2, Q.cpu() / n**2, X.cpu() / n**2, r.cpu() / n, t.cpu() / n)
 
 
-def _kernel_block(out, xi, xj, ni, nj, kernel: str, sigma: float, same: bool) -> None:
-    """Write one (b_i x b_j) block of a layer's kernel matrix into `out`."""
+def _kernel_block(out, xi, xj, ni, nj, kernel: str, sigma: float, shifted: bool, same: bool) -> None:
+    """Write one (b_i x b_j) block of a layer's kernel matrix into `out`.
+
+    RBF with `shifted`: exp(.) - 1 (by expm1) instead of exp(.). Adding a constant to every
+    entry of K leaves both HSIC estimators unchanged, and when sigma is large next to the
+    distances the entries sit near 1, where the centering sums would cancel in float32; shifted,
+    they sit near 0 with full relative precision.
+    """
     torch.mm(xi, xj.T, out=out)
     if kernel == "linear":
         return
@@ -116,11 +139,17 @@ def _kernel_block(out, xi, xj, ni, nj, kernel: str, sigma: float, same: bool) ->
     out.mul_(-2.0).add_(ni[:, None]).add_(nj[None, :]).clamp_(min=0.0)
     if same:
         out.fill_diagonal_(0.0)
-    out.mul_(-0.5 / sigma**2).exp_()
+    out.mul_(-0.5 / sigma**2)
+    out.expm1_() if shifted else out.exp_()
 
 
 def _sample_stats(
-    layers: list[torch.Tensor], mom: Moments, dt: torch.dtype, kernel: str, sigmas: list[float]
+    layers: list[torch.Tensor],
+    mom: Moments,
+    dt: torch.dtype,
+    kernel: str,
+    sigmas: list[float],
+    shifted: list[bool] | None = None,
 ) -> KernelStats:
     n, L = layers[0].shape[0], len(layers)
     dev = layers[0].device
@@ -135,6 +164,8 @@ def _sample_stats(
     S = torch.zeros(L, L, dtype=torch.float64, device=dev)
     diag = torch.empty(L, n, dtype=torch.float64, device=dev)
     R = torch.zeros(L, n, dtype=torch.float64, device=dev)
+    shifted = shifted or [False] * L
+    rbf_diag = torch.tensor([0.0 if s else 1.0 for s in shifted], dtype=torch.float64, device=dev)
 
     def load(s: int):
         e = min(n, s + b)
@@ -144,7 +175,7 @@ def _sample_stats(
     for s in starts:
         xi, ni, e = load(s)
         if kernel == "rbf":
-            diag[:, s:e] = 1.0
+            diag[:, s:e] = rbf_diag[:, None]
         else:
             diag[:, s:e] = torch.stack(ni).double()
             R[:, s:e] = torch.stack([mom.row_sums(l, z) for l, z in enumerate(xi)])
@@ -153,7 +184,7 @@ def _sample_stats(
             xj, nj, e2 = (xi, ni, e) if same else load(s2)
             K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
             for l in range(L):
-                _kernel_block(K[l], xi[l], xj[l], ni[l], nj[l], kernel, sigmas[l], same)
+                _kernel_block(K[l], xi[l], xj[l], ni[l], nj[l], kernel, sigmas[l], shifted[l], same)
             flat = K.reshape(L, -1)
             S += (1.0 if same else 2.0) * (flat @ flat.T).double()
             if kernel == "rbf":
@@ -172,13 +203,14 @@ def _sample_stats(
     )
 
 
-def median_sigma(x: torch.Tensor) -> float:
-    """Median pairwise Euclidean distance (pairs i < j) over an evenly spaced sample of rows."""
+def median_sigma(x: torch.Tensor, scale: float = 1.0) -> float:
+    """Median pairwise Euclidean distance (pairs i < j) of `x * scale` over an evenly spaced
+    sample of rows; `scale` (a power of two) keeps float64 squares in range. NaN if not finite."""
     n = x.shape[0]
     if n > MEDIAN_SAMPLE:
         idx = torch.linspace(0, n - 1, MEDIAN_SAMPLE, device=x.device).round().long()
         x = x[idx]
-    xs = x.double()
+    xs = x.double() * scale
     xs = xs - xs.mean(0)
     sq = xs.square().sum(1)
     m = xs.shape[0]
@@ -191,6 +223,8 @@ def median_sigma(x: torch.Tensor) -> float:
         i, j = iu[0][chunk], iu[1][chunk]
         d2[chunk] = (xs[i] - xs[j]).square().sum(1)
     dist = d2.sqrt_()
+    if not bool(torch.isfinite(dist).all()):
+        return float("nan")
     N = dist.numel()
     lo = torch.kthvalue(dist, (N - 1) // 2 + 1).values
     if N % 2 or int((dist <= lo).sum()) > N // 2:
@@ -222,10 +256,18 @@ def cka_matrix(
         else:
             # Distances are taken on the scaled data, so a given sigma is scaled alike.
             sigmas = [
-                (float(sigma) if sigma is not None else median_sigma(x)) * c for x, c in zip(layers, mom.scale)
+                float(sigma) * c if sigma is not None else median_sigma(x, c) for x, c in zip(layers, mom.scale)
             ]
             zero_sigma = torch.tensor([not s > 0 for s in sigmas])
+            if bool(zero_sigma.any()) and sigma is None:
+                options.warn_degenerate(
+                    f"the median pairwise distance of input(s) {zero_sigma.nonzero().flatten().tolist()} is 0 "
+                    "(over half the samples coincide): RBF CKA is NaN there; pass sigma explicitly"
+                )
             bad = bad | zero_sigma
             safe = [s if s > 0 else 1.0 for s in sigmas]
-            st = _sample_stats(layers, mom, dt, "rbf", safe)
+            # Shift K by -1 where a typical entry exp(-mean d2 / (2 sigma^2)) is above 1/2; the mean
+            # squared distance between samples is twice the centered second moment.
+            shifted = [math.exp(-float(t) / s**2) > 0.5 for t, s in zip(mom.centered, safe)]
+            st = _sample_stats(layers, mom, dt, "rbf", safe, shifted)
     return _finish(hsic_matrix(st, debiased), bad, debiased).to(dt)

@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from .. import options
-from .torch_moments import row_chunks
+from .torch_moments import pow2_exponents, times_pow2
 
 
 def unit_rows(x: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows scaled to unit length in dtype `dt`; zero rows stay zero. Returns (units, zero_row_mask).
 
-    Each row is first divided by its largest magnitude, so squares neither underflow (tiny
-    values) nor overflow (huge values) in float32.
+    Each row is first scaled by the power of two that brings its peak near 1 (exact), so
+    squares neither underflow (tiny values) nor overflow (huge values).
     """
-    x = x.to(dt)
-    peak = x.abs().amax(dim=-1, keepdim=True)
+    peak = x.abs().amax(dim=-1)
     zero = peak == 0
-    x = x / torch.where(zero, torch.ones_like(peak), peak)
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    return x / torch.where(zero, torch.ones_like(norm), norm), zero.squeeze(-1)
+    y = times_pow2(x.to(dt), -pow2_exponents(peak.to(dt)))
+    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+    return y / torch.where(zero[..., None], torch.ones_like(norm), norm), zero
 
 
-def warn_zero_rows(count: int, stacklevel: int = 4) -> None:
+def warn_zero_rows(count: int) -> None:
     if count:
-        warnings.warn(
-            f"{count} sample(s) have a zero vector; their cosine is taken as 0",
-            options.DegenerateWarning,
-            stacklevel=stacklevel,
-        )
+        options.warn_degenerate(f"{count} sample(s) have a zero vector; their cosine is taken as 0")
 
 
 def cosine_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor:
@@ -42,7 +35,7 @@ def cosine_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor
     zero_rows = torch.zeros((), dtype=torch.long, device=dev)
     nonzero_per_layer = torch.zeros(L, dtype=torch.long, device=dev)
     with options.matmul_precision(precision):
-        for s, e in row_chunks(n, 2 * L * d * torch.finfo(dt).bits // 8):
+        for s, e in options.row_chunks(n, 2 * L * d * torch.finfo(dt).bits // 8):
             units, zero = zip(*(unit_rows(x[s:e], dt) for x in layers))
             flat = torch.stack(units).reshape(L, -1)  # (L, chunk * d)
             acc += (flat @ flat.T).double()
@@ -62,7 +55,7 @@ def cosine_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     n, d = a.shape
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     zero_rows = torch.zeros((), dtype=torch.long, device=a.device)
-    for s, e in row_chunks(n, 4 * d * torch.finfo(dt).bits // 8):
+    for s, e in options.row_chunks(n, 4 * d * torch.finfo(dt).bits // 8):
         ua, za = unit_rows(a[s:e], dt)
         ub, zb = unit_rows(b[s:e], dt)
         total += (ua * ub).sum(dtype=torch.float64)

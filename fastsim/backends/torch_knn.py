@@ -28,7 +28,7 @@ import torch
 
 from .. import native, options
 from .torch_cosine import unit_rows
-from .torch_moments import row_chunks
+from .torch_moments import pow2_exponents, times_pow2
 
 
 def _row_scales64(x: torch.Tensor) -> torch.Tensor:
@@ -37,23 +37,15 @@ def _row_scales64(x: torch.Tensor) -> torch.Tensor:
     are what fastsim.reference computes, equal vectors give bit-identical similarities, and squares
     cannot underflow."""
     out = torch.empty(x.shape[0], 2, dtype=torch.float64, device=x.device)
-    for s, e in row_chunks(x.shape[0], x.shape[1] * 8):
+    for s, e in options.row_chunks(x.shape[0], x.shape[1] * 8):
         c = x[s:e].double()
-        peak = c.abs().amax(1)
-        exponent = torch.frexp(torch.where(peak > 0, peak, torch.ones_like(peak))).exponent
-        out[s:e, 0] = -exponent.double()
-        out[s:e, 1] = _times_pow2(c, out[s:e, 0]).square().sum(1).sqrt()
+        out[s:e, 0] = -pow2_exponents(c.abs().amax(1)).double()
+        out[s:e, 1] = times_pow2(c, out[s:e, 0]).square().sum(1).sqrt()
     return out
 
 
-def _times_pow2(x: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
-    """x * 2**power per row, exactly: in two halves, so that no factor over- or underflows."""
-    half = torch.floor(power / 2)
-    return x * torch.exp2(half)[..., None] * torch.exp2(power - half)[..., None]
-
-
 def _scaled(x: torch.Tensor, scales: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return _times_pow2(x[idx].double(), scales[idx][..., 0])
+    return times_pow2(x[idx].double(), scales[idx][..., 0])
 
 
 def _exact_sims(x: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -88,7 +80,7 @@ def _exact_top_k(x, scales, rows, cand, k):
 
 def _unit_rows(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=dt, device=x.device)
-    for s, e in row_chunks(x.shape[0], x.shape[1] * 8):
+    for s, e in options.row_chunks(x.shape[0], x.shape[1] * 8):
         out[s:e] = unit_rows(x[s:e], dt)[0]
     return out
 
@@ -101,19 +93,21 @@ def _candidates(units: torch.Tensor, rows: torch.Tensor, count: int) -> tuple[to
 
 
 def approximation_bound(d: int, dt: torch.dtype, precision: str) -> float:
-    """Bound on |approximate - exact| cosine similarity of the matmul pass: accumulation of d
-    products in `dt` plus, for float32 at "high"/"medium", the TF32/bf16 rounding of both operands."""
+    """Bound on |approximate - exact| cosine similarity: accumulation of d products in `dt` by
+    the matmul pass and in float64 by the exact recomputation, plus, for float32 at
+    "high"/"medium", the TF32/bf16 rounding of both operands."""
     operand = 0.0
     if dt == torch.float32:
         operand = {"highest": 0.0, "high": 2.0**-11, "medium": 2.0**-8}[precision]
-    return 2.2 * ((d + 3) * torch.finfo(dt).eps + 2 * operand)
+    eps = torch.finfo(dt).eps + torch.finfo(torch.float64).eps
+    return 2.2 * ((d + 3) * eps + 2 * operand)
 
 
 def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None = None) -> torch.Tensor:
     """int64 (n, k): each sample's k most cosine-similar other samples, most similar first (the
     order of neighbours within rounding of each other follows the approximate values)."""
     n, d = x.shape
-    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dt = options.compute_dtype([x])
     margin = max(16, k) if margin is None else margin
     tol = approximation_bound(d, dt, precision)
     check = precision == "highest"
@@ -123,7 +117,7 @@ def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None =
     # Row blocks bounded by both the (b x n) similarity block and the gathered float64 candidates.
     bytes_per_row = max(n * units.element_size() * 3, 2 * (k + margin) * d * 8 * 3)
     with options.matmul_precision(precision):
-        for s, e in row_chunks(n, bytes_per_row):
+        for s, e in options.row_chunks(n, bytes_per_row):
             pending = torch.arange(s, e, device=x.device)
             count = min(n - 1, k + margin)
             while pending.numel():
@@ -131,7 +125,7 @@ def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None =
                 if count > k:
                     # The k-th approximate similarity beats the (k+1)-th by more than twice the
                     # bound: no sample outside the top k can reach one inside, so the set is exact.
-                    clear = (approx[:, k - 1] - approx[:, k]).double() > 2 * tol
+                    clear = approx[:, k - 1].double() - approx[:, k].double() > 2 * tol
                 else:  # with k = n - 1 every other sample is a neighbour; else no gap to judge by
                     clear = torch.full((pending.numel(),), k == n - 1, dtype=torch.bool, device=x.device)
                 out[pending[clear]] = cand[clear, :k]
@@ -156,7 +150,7 @@ def overlap_totals(lists: torch.Tensor, use_native: bool) -> torch.Tensor:
         return native.overlap_all_pairs(lists)
     L, n, k = lists.shape
     totals = torch.zeros(L, L, dtype=torch.int64, device=lists.device)
-    for s, e in row_chunks(n, L * k * k):
+    for s, e in options.row_chunks(n, L * k * k):
         chunk = lists[:, s:e]
         for a in range(L):
             for b in range(a, L):

@@ -15,11 +15,18 @@ import torch
 from .. import options
 
 
-def row_chunks(n: int, bytes_per_row: int):
-    """(start, end) row ranges whose temporaries fit the chunk budget."""
-    step = options.rows_per_chunk(bytes_per_row, n)
-    for start in range(0, n, step):
-        yield start, min(n, start + step)
+def pow2_exponents(peak: torch.Tensor) -> torch.Tensor:
+    """Per entry the integer e with 2**(e-1) <= peak < 2**e (0 where peak is 0 or not finite)."""
+    ok = (peak > 0) & torch.isfinite(peak)
+    return torch.where(ok, torch.frexp(torch.where(ok, peak, torch.ones_like(peak))).exponent, 0)
+
+
+def times_pow2(x: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+    """x * 2**power with one power per row (power has x's shape less the last axis). Exact: the
+    factor is applied in two halves so neither over- nor underflows, even for float64 extremes."""
+    power = power.to(x.dtype)
+    half = torch.floor(power / 2)
+    return x * torch.exp2(half)[..., None] * torch.exp2(power - half)[..., None]
 
 
 def power_of_two_scale(max_abs: float) -> float:
@@ -40,8 +47,7 @@ class Moments:
 
     def chunk(self, layer: int, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
         """Rows [start, end) of layer `layer`, scaled and centered, in the compute dtype."""
-        # Out of place first: .to() returns the caller's own tensor when the dtype already matches.
-        return (x[start:end].to(self.dtype) * self.scale[layer]).sub_(self.mean[layer])
+        return _centered(x[start:end], self.dtype, self.scale[layer], self.mean[layer])
 
     def row_sums(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         """float64 row sums of the linear kernel for centered rows z: K 1 = z . sum_j z_j.
@@ -57,24 +63,30 @@ class Moments:
         return self.centered <= (32 * eps) ** 2 * self.raw
 
 
+def _centered(rows: torch.Tensor, dtype: torch.dtype, scale: float, mean: torch.Tensor) -> torch.Tensor:
+    # Out of place first: .to() returns the caller's own tensor when the dtype already matches.
+    # layer_moments and Moments.chunk must round identically (the residual depends on it).
+    return (rows.to(dtype) * scale).sub_(mean)
+
+
 def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
     n = layers[0].shape[0]
     scales, means, centered, raw, residual = [], [], [], [], []
     for x in layers:
         bpr = x.shape[1] * torch.finfo(dtype).bits // 8
-        max_abs = max(float(x[s:e].abs().amax()) for s, e in row_chunks(n, bpr))
+        max_abs = max(float(x[s:e].abs().amax()) for s, e in options.row_chunks(n, bpr))
         scale = power_of_two_scale(max_abs)
         total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
         sq = torch.zeros((), dtype=torch.float64, device=x.device)
-        for s, e in row_chunks(n, bpr):
+        for s, e in options.row_chunks(n, bpr):
             c = x[s:e].to(dtype) * scale
             total += c.sum(0, dtype=torch.float64)
             sq += c.square().sum(dtype=torch.float64)
         mu = (total / n).to(dtype)
         var = torch.zeros((), dtype=torch.float64, device=x.device)
         res = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        for s, e in row_chunks(n, bpr):
-            z = (x[s:e].to(dtype) * scale).sub_(mu)  # the same operations as Moments.chunk
+        for s, e in options.row_chunks(n, bpr):
+            z = _centered(x[s:e], dtype, scale, mu)
             var += z.square().sum(dtype=torch.float64)
             res += z.sum(0, dtype=torch.float64)
         residual.append(res)
