@@ -101,11 +101,26 @@ def hsic(K: np.ndarray, L: np.ndarray, debiased: bool = False) -> float:
 
 
 def _kernel(x: np.ndarray, kernel: str, sigma: float | None) -> np.ndarray:
+    """The kernel matrix that CKA uses; for RBF it is K - 1, formed as expm1(-d^2 / (2 sigma^2)).
+
+    Adding a constant to every entry of K leaves both HSIC estimators unchanged (tested in exact
+    arithmetic in tests/test_reference.py), and K - 1 keeps full relative precision where sigma is
+    large next to the distances and K itself would round to 1.
+    """
     if kernel == "linear":
         return linear_kernel(x)
     if kernel == "rbf":
-        return rbf_kernel(x, sigma)
+        if sigma is None:
+            sigma = median_sigma(x)
+        return np.expm1(-_squared_distances(x) / (2.0 * float(sigma) ** 2))
     raise ValueError(f"kernel must be 'linear' or 'rbf'; got {kernel!r}")
+
+
+def _pow2_scaled(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """x times the power of two 2**-e that brings its peak magnitude near 1, and that factor."""
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    e = np.frexp(peak)[1] if peak > 0 else 0
+    return np.ldexp(x, -e), float(np.ldexp(1.0, -e))
 
 
 def _sigmas(sigma: Any) -> tuple[float | None, float | None]:
@@ -117,13 +132,17 @@ def _sigmas(sigma: Any) -> tuple[float | None, float | None]:
 def cka(a: Any, b: Any, kernel: str = "linear", sigma: Any = None, debiased: bool = False) -> float:
     """CKA between two representations of the same n samples; NaN where undefined.
 
-    The inputs are centered (feature means subtracted) first. Both HSIC estimators are exactly
-    invariant to it (the RBF kernel trivially; for the linear kernel see the exact-arithmetic test
-    in tests/test_reference.py), and without it float64 cancels badly when features have large means.
+    The inputs are scaled by a power of two (exact; CKA is scale invariant) so that squares stay
+    in float64's range, then centered (feature means subtracted). Both HSIC estimators are exactly
+    invariant to centering (the RBF kernel trivially; for the linear kernel see the
+    exact-arithmetic test in tests/test_reference.py), and without it float64 cancels badly when
+    features have large means.
     """
-    a, b = _as64(a), _as64(b)
+    (a, a_factor), (b, b_factor) = _pow2_scaled(_as64(a)), _pow2_scaled(_as64(b))
     a, b = a - a.mean(0), b - b.mean(0)
     sa, sb = _sigmas(sigma)
+    sa = None if sa is None else sa * a_factor
+    sb = None if sb is None else sb * b_factor
     K, L = _kernel(a, kernel, sa), _kernel(b, kernel, sb)
     kl, kk, ll = hsic(K, L, debiased), hsic(K, K, debiased), hsic(L, L, debiased)
     if not (kk > 0 and ll > 0):
@@ -194,7 +213,10 @@ def similarity_matrix(layers: Sequence[Any], metric: str, **options: Any) -> np.
         kernel, sigma, debiased = options.get("kernel", "linear"), options.get("sigma"), options.get("debiased", False)
         if isinstance(sigma, (list, tuple)):
             raise ValueError("similarity_matrix takes one sigma for all layers (or None)")
-        kernels = [_kernel(x - x.mean(0), kernel, sigma) for x in layers]
+        scaled = [_pow2_scaled(x) for x in layers]
+        kernels = [
+            _kernel(y - y.mean(0), kernel, None if sigma is None else sigma * f) for y, f in scaled
+        ]
         self_hsic = [hsic(K, K, debiased) for K in kernels]
         for i in range(L):
             for j in range(L):

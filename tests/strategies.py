@@ -93,6 +93,9 @@ def accumulates_in_float64(*xs) -> bool:
 def degenerate(x: np.ndarray, float64: bool) -> bool:
     """The documented zero-variance rule (fastsim.backends.torch_moments.Moments.degenerate)."""
     eps = np.finfo(np.float64 if float64 else np.float32).eps
+    peak = np.abs(x).max()
+    if peak > 0:
+        x = np.ldexp(x, -np.frexp(peak)[1])  # fastsim scales each layer by a power of two first
     centered = np.mean(np.sum((x - x.mean(0)) ** 2, 1))
     raw = np.mean(np.sum(x**2, 1))
     return centered <= (32 * eps) ** 2 * raw

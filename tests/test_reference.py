@@ -76,6 +76,29 @@ def test_hsic_is_invariant_to_centering_in_exact_arithmetic(x, y, shift, debiase
     assert _hsic_exact(x, shifted, debiased) == _hsic_exact(x, y, debiased)
 
 
+@given(st.integers(4, 7), st.integers(-50, 50), st.booleans(), st.integers(0, 2**31))
+def test_hsic_is_invariant_to_adding_a_constant_to_the_kernel(n, shift, debiased, seed):
+    """Why fastsim.reference (and the RBF backend) may use K - 1 instead of K."""
+    rng = np.random.default_rng(seed)
+    K = rng.integers(-9, 10, size=(n, n))
+    L = rng.integers(-9, 10, size=(n, n))
+    K, L = K + K.T, L + L.T  # symmetric, like every kernel matrix
+    def exact(K, L):
+        K = [[Fraction(int(v)) for v in row] for row in K]
+        L = [[Fraction(int(v)) for v in row] for row in L]
+        if not debiased:
+            def centred(M):
+                return [[M[i][j] - sum(M[i]) / n - sum(r[j] for r in M) / n + sum(map(sum, M)) / n**2 for j in range(n)] for i in range(n)]
+            return sum(a * b for ra, rb in zip(centred(K), L) for a, b in zip(ra, rb)) / (n - 1) ** 2
+        for i in range(n):
+            K[i][i] = L[i][i] = 0
+        t1 = sum(K[i][j] * L[i][j] for i in range(n) for j in range(n))
+        t2 = sum(map(sum, K)) * sum(map(sum, L)) / ((n - 1) * (n - 2))
+        t3 = Fraction(2, n - 2) * sum(sum(K[i]) * sum(L[i]) for i in range(n))
+        return (t1 + t2 - t3) / (n * (n - 3))
+    assert exact(K + shift, L) == exact(K, L)
+
+
 def test_median_sigma_is_median_pairwise_distance():
     x = np.random.default_rng(1).normal(size=(9, 3))
     dists = [np.linalg.norm(x[i] - x[j]) for i in range(9) for j in range(i + 1, 9)]

@@ -30,10 +30,11 @@ def times_pow2(x: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
 
 
 def power_of_two_scale(max_abs: float) -> float:
-    """2**-e with 2**e near max_abs (1 for an all-zero input)."""
+    """2**-e with 2**e near max_abs (1 for an all-zero input). For subnormal peaks the factor
+    stops at 2**1000, the largest power of two that stays a finite float64 with room to spare."""
     if not max_abs > 0 or not math.isfinite(max_abs):
         return 1.0
-    return math.ldexp(1.0, -math.frexp(max_abs)[1])
+    return math.ldexp(1.0, min(1000, -math.frexp(max_abs)[1]))
 
 
 @dataclass
