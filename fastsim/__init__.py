@@ -9,7 +9,17 @@
 from . import reference
 from .metrics import cka, cosine, mutual_knn, similarity_matrix
 from .options import DegenerateWarning
+from .streaming import StreamingCKA
 
 __version__ = "0.1.0"
 
-__all__ = ["cka", "cosine", "mutual_knn", "similarity_matrix", "reference", "DegenerateWarning", "__version__"]
+__all__ = [
+    "cka",
+    "cosine",
+    "mutual_knn",
+    "similarity_matrix",
+    "StreamingCKA",
+    "reference",
+    "DegenerateWarning",
+    "__version__",
+]
