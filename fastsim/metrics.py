@@ -9,20 +9,21 @@ every input is float64 and float32 otherwise (half-precision inputs are accumula
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from . import native
 from ._inputs import prepare, split_layers, to_origin
 from .backends import torch_cka, torch_cosine, torch_knn, triton_cosine
-from .options import BACKENDS, KERNELS, PRECISIONS, check_choice, compute_dtype
+from .options import BACKENDS, KERNELS, PRECISIONS, check_choice
+from .streaming import StreamingCKA
 
 METRICS = ("cka", "cosine", "mutual_knn")
 
 #: Backends that implement each metric; "auto" takes the first that can run.
 IMPLEMENTED = {
-    "cka": ("torch",),
+    "cka": ("torch", "triton"),
     "cosine": ("torch", "triton"),
     "mutual_knn": ("cuda", "torch"),
 }
@@ -85,22 +86,17 @@ def _check_flag(name: str, value: Any) -> None:
 
 def _matrix(metric: str, tensors: list[torch.Tensor], backend: str, precision: str, **opts: Any) -> torch.Tensor:
     if metric == "cka":
+        if backend == "triton":
+            if opts["kernel"] != "linear":
+                raise ValueError("backend='triton' implements linear cka only so far; use backend='torch' for rbf")
+            acc = StreamingCKA(debiased=opts["debiased"], backend="triton", precision=precision, check_finite=False)
+            return acc.update(tensors).compute_tensor()
         return torch_cka.cka_matrix(tensors, precision=precision, **opts)
     if metric == "cosine":
         if backend == "triton":
-            return _pairwise_matrix(tensors, triton_cosine.cosine_pair)
+            return triton_cosine.cosine_matrix(tensors)
         return torch_cosine.cosine_matrix(tensors, precision=precision)
     return torch_knn.mutual_knn_matrix(tensors, precision=precision, use_native=backend == "cuda", **opts)
-
-
-def _pairwise_matrix(tensors: list[torch.Tensor], pair: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-    L = len(tensors)
-    out = torch.empty(L, L, dtype=torch.float64)
-    for i in range(L):
-        out[i, i] = pair(tensors[i], tensors[i])
-        for j in range(i + 1, L):
-            out[i, j] = out[j, i] = pair(tensors[i], tensors[j])
-    return out.to(compute_dtype(tensors))
 
 
 def cka(

@@ -59,10 +59,13 @@ class StreamingCKA:
     one-shot ``fastsim.similarity_matrix(layers, "cka", debiased=...)`` up to rounding.
     """
 
-    def __init__(self, *, debiased: bool = False, precision: str = "highest", check_finite: bool = True) -> None:
+    def __init__(
+        self, *, debiased: bool = False, backend: str = "auto", precision: str = "highest", check_finite: bool = True
+    ) -> None:
         if not isinstance(debiased, bool):
             raise TypeError(f"debiased must be True or False; got {debiased!r}")
         options.check_choice("precision", precision, options.PRECISIONS)
+        self.backend = options.check_choice("backend", backend, ("auto", "torch", "triton"))
         self.debiased = debiased
         self.precision = precision
         self.check_finite = check_finite
@@ -112,8 +115,15 @@ class StreamingCKA:
         U = [u.to(dt) for u in U64]
         norms = torch.stack([u.square().sum(1) for u in U64], 1)  # (n, L) float64
         L = len(U)
-        with options.matmul_precision(self.precision):
-            C = {(a, b): U[a].T @ U[b] for a in range(L) for b in range(a, L)}
+        if self.backend == "triton":
+            from .kernels.comoment import upper_gram
+
+            G = upper_gram(torch.cat(U, 1), self.precision)
+            edges = [0, *torch.tensor(self.dims).cumsum(0).tolist()]
+            C = {(a, b): G[edges[a] : edges[a + 1], edges[b] : edges[b + 1]] for a in range(L) for b in range(a, L)}
+        else:
+            with options.matmul_precision(self.precision):
+                C = {(a, b): U[a].T @ U[b] for a in range(L) for b in range(a, L)}
         V = [[U64[b].T @ norms[:, a] for b in range(L)] for a in range(L)]
         return {"n": n, "mean": mean, "C": C, "T": norms.sum(0), "V": V, "P": norms.T @ norms}
 
@@ -181,7 +191,12 @@ class StreamingCKA:
     # ------------------------------------------------------------------ result
 
     def compute(self) -> Any:
-        """The (L, L) CKA matrix of everything seen so far (NaN rows for zero-variance layers)."""
+        """The (L, L) CKA matrix of everything seen so far (NaN rows for zero-variance layers),
+        as the kind the updates came in: a NumPy array or a tensor on their device."""
+        return to_origin(self.compute_tensor(), self.origin)
+
+    def compute_tensor(self) -> torch.Tensor:
+        """compute(), always as a CPU tensor in the accumulation dtype."""
         minimum = 4 if self.debiased else 2
         if self.n < minimum:
             raise ValueError(
@@ -197,4 +212,4 @@ class StreamingCKA:
         raw = torch.stack([(mu.square().sum() + t / n) for mu, t in zip(self.mean, self.T)]).cpu()
         eps = torch.finfo(self.dtype).eps
         bad = (T / n) <= (32 * eps) ** 2 * raw
-        return to_origin(_finish(hsic_matrix(st, self.debiased), bad, self.debiased).to(self.dtype), self.origin)
+        return _finish(hsic_matrix(st, self.debiased), bad, self.debiased).to(self.dtype)

@@ -82,3 +82,77 @@ def row_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         BLOCK_D=block_d,
     )
     return cos, zero
+
+
+@triton.jit
+def layer_cosine_kernel(
+    x_ptr,
+    part_ptr,
+    flag_ptr,
+    n,
+    d,
+    num_layers,
+    stride_l,
+    stride_n,
+    ACC: tl.constexpr,
+    SAFE_LO: tl.constexpr,
+    SAFE_HI: tl.constexpr,
+    L_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """All-pairs cosine of BLOCK_N frames, each frame's L rows in one batched dot.
+
+    x is (L, n, d) with unit feature stride. Per frame the (L x L) dot products accumulate over
+    the feature axis; their diagonal gives the norms, so each frame's rows are normalized in
+    registers and the data are read once. The program's sum over its frames goes to part_ptr
+    (one L_PAD x L_PAD partial per program). Frames with a zero row or a squared norm outside
+    [SAFE_LO, SAFE_HI] are left out and flagged for the caller to recompute with scaling.
+    """
+    pid = tl.program_id(0)
+    frames = (pid * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    layers = tl.arange(0, L_PAD)
+    acc = tl.zeros([BLOCK_N, L_PAD, L_PAD], dtype=ACC)
+    for d0 in range(0, d, BLOCK_D):
+        cols = d0 + tl.arange(0, BLOCK_D)
+        mask = (frames[:, None, None] < n) & (layers[None, :, None] < num_layers) & (cols[None, None, :] < d)
+        offs = layers[None, :, None] * stride_l + frames[:, None, None] * stride_n + cols[None, None, :]
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
+        acc += tl.dot(x, tl.trans(x, (0, 2, 1)), input_precision="ieee", out_dtype=ACC)
+    eye = layers[:, None] == layers[None, :]
+    sq = tl.sum(tl.where(eye[None, :, :], acc, 0.0), axis=2)  # (BLOCK_N, L_PAD) squared norms
+    real = (layers[None, :] < num_layers) & (frames[:, None] < n)
+    bad_row = real & ((sq < SAFE_LO) | (sq > SAFE_HI))
+    bad = tl.max(bad_row.to(tl.int32), axis=1) > 0  # (BLOCK_N,)
+    norm = tl.sqrt(tl.where(bad_row | ~real, 1.0, sq))
+    cos = acc / (norm[:, :, None] * norm[:, None, :])
+    keep = (~bad) & (frames < n)
+    part = tl.sum(tl.where(keep[:, None, None], cos, 0.0), axis=0)
+    tl.store(part_ptr + pid * L_PAD * L_PAD + layers[:, None] * L_PAD + layers[None, :], part)
+    tl.store(flag_ptr + frames, bad.to(tl.int8), mask=frames < n)
+
+
+def layer_cosine_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For an (L, n, d) tensor: (sum over frames of the L x L cosine matrix, excluding flagged
+    frames; flag (n,) int8, 1 where a frame needs the scaled recomputation)."""
+    L, n, d = x.shape
+    if x.stride(2) != 1:
+        x = x.contiguous()
+    acc = compute_dtype([x])
+    l_pad = max(16, triton.next_power_of_2(L))
+    block_n = 16
+    block_d = 32
+    grid = (triton.cdiv(n, block_n),)
+    parts = torch.empty(grid[0], l_pad, l_pad, dtype=acc, device=x.device)
+    flag = torch.empty(n, dtype=torch.int8, device=x.device)
+    wide = acc == torch.float64
+    layer_cosine_kernel[grid](
+        x, parts, flag, n, d, L, x.stride(0), x.stride(1),
+        ACC=tl.float64 if wide else tl.float32,
+        SAFE_LO=2.0**-900 if wide else 2.0**-100,
+        SAFE_HI=2.0**900 if wide else 2.0**100,
+        L_PAD=l_pad,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
+    return parts.sum(0, dtype=torch.float64)[:L, :L], flag

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import fastsim
@@ -62,3 +62,76 @@ def test_triton_similarity_matrix_and_zero_rows():
         got = fastsim.similarity_matrix(layers, "cosine", backend="triton")
     expected = R.similarity_matrix([x.cpu() for x in layers], "cosine")
     np.testing.assert_allclose(got.cpu().numpy(), expected, atol=1e-12)
+
+
+@given(st.data())
+def test_upper_gram_kernel_matches_float64(data):
+    from fastsim.kernels.comoment import upper_gram
+
+    n, D = data.draw(st.integers(1, 70)), data.draw(st.integers(1, 140))
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64]))
+    precision = data.draw(st.sampled_from(["highest", "high", "medium"]))
+    u = torch.from_numpy(np.random.default_rng(data.draw(st.integers(0, 2**31))).normal(size=(n, D))).to(dtype).to(DEVICE)
+    got = upper_gram(u, precision).cpu().double().numpy()
+    exact = as64(u).T @ as64(u)
+    scale = np.abs(as64(u)).max() ** 2 * n
+    # float64: rounding only; float32: ieee (CPU interpreter) or 3xTF32/TF32; medium: bf16 operands.
+    bound = 1e-12 if dtype == torch.float64 else {"highest": 1e-6, "high": 1e-6 if DEVICE == "cpu" else 2e-3, "medium": 1e-2}[precision]
+    assert np.abs(got - exact).max() <= bound * scale
+    assert np.array_equal(got, got.T)
+
+
+@given(st.data())
+def test_triton_streaming_cka_matches_reference(data):
+    n, L = data.draw(st.integers(8, 40)), data.draw(st.integers(1, 3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    base = rng.normal(size=(n, 5)) + rng.normal(size=5) * 100
+    layers = [base] + [np.tanh(base @ rng.normal(size=(5, int(rng.integers(1, 20))))) + 0.2 * rng.normal(size=(n, 1)) for _ in range(L - 1)]
+    debiased = data.draw(st.booleans())
+    for x in layers:
+        xc = x - x.mean(0)
+        K = R.linear_kernel(xc)
+        assume(np.sum(xc**2) > 1e-6 * np.sum(x**2) and (not debiased or R.hsic(K, K, True) > 0.05 * R.hsic(K, K)))
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64]))
+    tensors = [torch.from_numpy(x).to(dtype).to(DEVICE) for x in layers]
+    acc = fastsim.StreamingCKA(debiased=debiased, backend="triton")
+    cuts = sorted({0, n, *data.draw(st.lists(st.integers(1, n - 1), max_size=9))})
+    for s, e in zip(cuts[:-1], cuts[1:]):
+        acc.update([t[s:e] for t in tensors])
+    got = acc.compute().cpu().double().numpy()
+    ref = R.similarity_matrix([as64(t) for t in tensors], "cka", debiased=debiased)
+    rtol = 1e-9 if dtype == torch.float64 else 1e-5  # acceptance: 1e-5 relative in float32
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol)
+    one_shot = fastsim.similarity_matrix(tensors, "cka", debiased=debiased, backend="triton")
+    np.testing.assert_allclose(one_shot.cpu().double().numpy(), ref, rtol=rtol, atol=rtol)
+
+
+@given(st.data())
+def test_all_pairs_cosine_kernel_matches_reference(data):
+    n, L, d = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 5)), data.draw(st.integers(1, 40))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    stack = rng.normal(size=(L, n, d)) * 10.0 ** rng.uniform(-2, 2, size=(L, 1, 1))
+    if data.draw(st.booleans()) and n > 1:
+        stack[0, 0] = 0.0  # a zero vector: counted as 0, with a warning
+    if data.draw(st.booleans()):
+        stack[-1, -1] *= 1e30  # squares overflow float32: the frame is recomputed with scaling
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64]))
+    x = torch.from_numpy(stack).to(dtype).to(DEVICE)
+    as_list = data.draw(st.booleans())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastsim.DegenerateWarning)
+        got = fastsim.similarity_matrix([t.clone() for t in x] if as_list else x, "cosine", backend="triton")
+        via_torch = fastsim.similarity_matrix(x, "cosine", backend="torch")
+    ref = R.similarity_matrix(list(as64(x)), "cosine")
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(got.cpu().double().numpy(), ref, atol=tol)
+    np.testing.assert_allclose(got.cpu().double().numpy(), via_torch.cpu().double().numpy(), atol=tol)
+
+
+def test_stacked_view_recovers_the_3d_tensor():
+    from fastsim.backends.triton_cosine import stacked_view
+
+    x = torch.randn(4, 6, 5)
+    v = stacked_view(list(x))
+    assert v is not None and v.data_ptr() == x.data_ptr() and torch.equal(v, x)
+    assert stacked_view([t.clone() for t in x]) is None
