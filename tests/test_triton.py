@@ -76,7 +76,7 @@ def test_upper_gram_kernel_matches_float64(data):
     exact = as64(u).T @ as64(u)
     scale = np.abs(as64(u)).max() ** 2 * n
     # float64: rounding only; float32: ieee (CPU interpreter) or 3xTF32/TF32; medium: bf16 operands.
-    bound = 1e-12 if dtype == torch.float64 else {"highest": 1e-6, "high": 1e-6 if DEVICE == "cpu" else 2e-3, "medium": 1e-2}[precision]
+    bound = 1e-12 if dtype == torch.float64 else {"highest": 1e-6, "high": 1e-6 if DEVICE == "cpu" else 2e-3, "medium": 2.0**-5}[precision]  # bf16 operands; the interpreter truncates to bf16
     assert np.abs(got - exact).max() <= bound * scale
     assert np.array_equal(got, got.T)
 

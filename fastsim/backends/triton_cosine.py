@@ -41,7 +41,14 @@ def stacked_view(layers: list[torch.Tensor]) -> torch.Tensor | None:
     """The (L, n, d) tensor that `layers` are equally spaced slices of, without a copy, if any
     (as when a 3-D array was split into its layers); else None."""
     first = layers[0]
-    if any(x.shape != first.shape or x.dtype != first.dtype or x.stride() != first.stride() for x in layers):
+    base = first.untyped_storage().data_ptr()
+    if any(
+        x.shape != first.shape
+        or x.dtype != first.dtype
+        or x.stride() != first.stride()
+        or x.untyped_storage().data_ptr() != base
+        for x in layers
+    ):
         return None
     if first.stride(1) != 1:
         return None
