@@ -15,9 +15,8 @@ import torch
 
 from . import native
 from ._inputs import prepare, split_layers, to_origin
-from .backends import torch_cka, torch_cosine, torch_knn, triton_cosine
+from .backends import torch_cka, torch_cosine, torch_knn, triton_cka, triton_cosine
 from .options import BACKENDS, KERNELS, PRECISIONS, check_choice
-from .streaming import StreamingCKA
 
 METRICS = ("cka", "cosine", "mutual_knn")
 
@@ -87,10 +86,7 @@ def _check_flag(name: str, value: Any) -> None:
 def _matrix(metric: str, tensors: list[torch.Tensor], backend: str, precision: str, **opts: Any) -> torch.Tensor:
     if metric == "cka":
         if backend == "triton":
-            if opts["kernel"] != "linear":
-                raise ValueError("backend='triton' implements linear cka only so far; use backend='torch' for rbf")
-            acc = StreamingCKA(debiased=opts["debiased"], backend="triton", precision=precision, check_finite=False)
-            return acc.update(tensors).compute_tensor()
+            return triton_cka.cka_matrix(tensors, precision=precision, **opts)
         return torch_cka.cka_matrix(tensors, precision=precision, **opts)
     if metric == "cosine":
         if backend == "triton":

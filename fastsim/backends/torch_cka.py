@@ -192,6 +192,11 @@ def _sample_stats(
                 if not same:
                     R[:, s2:e2] += K.sum(1).double()
             del K, flat
+    return stats_from_rows(n, S, diag, R)
+
+
+def stats_from_rows(n: int, S: torch.Tensor, diag: torch.Tensor, R: torch.Tensor) -> KernelStats:
+    """KernelStats from sum(K_a o K_b) (L, L), the kernels' diagonals (L, n) and row sums (L, n)."""
     return KernelStats(
         n,
         S.cpu() / n**2,
@@ -232,6 +237,25 @@ def median_sigma(x: torch.Tensor, scale: float = 1.0) -> float:
     return float((lo + dist[dist > lo].min()) / 2)
 
 
+def rbf_bandwidths(layers: list[torch.Tensor], mom: Moments, sigma: float | None):
+    """Per layer (sigma on the scaled data, whether to store K - 1, sigma == 0 mask).
+
+    Distances are taken on the scaled data, so a given sigma is scaled alike. K is shifted by -1
+    where a typical entry exp(-mean d2 / (2 sigma^2)) is above 1/2; the mean squared distance
+    between samples is twice the centered second moment.
+    """
+    sigmas = [float(sigma) * c if sigma is not None else median_sigma(x, c) for x, c in zip(layers, mom.scale)]
+    zero_sigma = torch.tensor([not s > 0 for s in sigmas])
+    if bool(zero_sigma.any()) and sigma is None:
+        options.warn_degenerate(
+            f"the median pairwise distance of input(s) {zero_sigma.nonzero().flatten().tolist()} is 0 "
+            "(over half the samples coincide): RBF CKA is NaN there; pass sigma explicitly"
+        )
+    safe = [s if s > 0 else 1.0 for s in sigmas]
+    shifted = [math.exp(-float(t) / s**2) > 0.5 for t, s in zip(mom.centered, safe)]
+    return safe, shifted, zero_sigma
+
+
 def _linear_uses_sample_space(n: int, dims: list[int]) -> bool:
     """Pick the cheaper of the two linear-CKA paths by multiply-adds (both exploit symmetry)."""
     L, D = len(dims), sum(dims)
@@ -254,20 +278,7 @@ def cka_matrix(
             else:
                 st = _linear_feature_stats(layers, mom, dt)
         else:
-            # Distances are taken on the scaled data, so a given sigma is scaled alike.
-            sigmas = [
-                float(sigma) * c if sigma is not None else median_sigma(x, c) for x, c in zip(layers, mom.scale)
-            ]
-            zero_sigma = torch.tensor([not s > 0 for s in sigmas])
-            if bool(zero_sigma.any()) and sigma is None:
-                options.warn_degenerate(
-                    f"the median pairwise distance of input(s) {zero_sigma.nonzero().flatten().tolist()} is 0 "
-                    "(over half the samples coincide): RBF CKA is NaN there; pass sigma explicitly"
-                )
+            safe, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
             bad = bad | zero_sigma
-            safe = [s if s > 0 else 1.0 for s in sigmas]
-            # Shift K by -1 where a typical entry exp(-mean d2 / (2 sigma^2)) is above 1/2; the mean
-            # squared distance between samples is twice the centered second moment.
-            shifted = [math.exp(-float(t) / s**2) > 0.5 for t, s in zip(mom.centered, safe)]
             st = _sample_stats(layers, mom, dt, "rbf", safe, shifted)
     return _finish(hsic_matrix(st, debiased), bad, debiased).to(dt)

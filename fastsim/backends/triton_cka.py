@@ -1,0 +1,62 @@
+"""CKA over all layer pairs through the Triton kernels.
+
+* Linear kernel, feature space (the cheaper path unless n < sum(d)): a StreamingCKA over row
+  chunks, each chunk's co-moment from the upper-triangle Gram tiles of fastsim.kernels.comoment.
+* Linear kernel in sample space, and the RBF kernel: fastsim.kernels.kernel_tiles forms every
+  layer's kernel tiles on the fly and reduces them to the pair sums and row sums (O(n L) extra
+  memory). The layers must share their width d; they are read through one (L, n, d) view when
+  they are slices of one tensor, else stacked once (a copy of the data).
+
+Precision: the feature-space path follows `precision` (3xTF32 / TF32 / bf16 operands on GPUs);
+the tile kernel computes float32 ("ieee") dots at every precision for now.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import options
+from ..streaming import StreamingCKA
+from .torch_cka import _finish, _linear_uses_sample_space, hsic_matrix, rbf_bandwidths, stats_from_rows
+from .torch_moments import layer_moments
+from .triton_cosine import stacked_view
+
+
+def cka_matrix(
+    layers: list[torch.Tensor], *, kernel: str, sigma: float | None, debiased: bool, precision: str
+) -> torch.Tensor:
+    n, dims = layers[0].shape[0], [x.shape[1] for x in layers]
+    if kernel == "linear" and not _linear_uses_sample_space(n, dims):
+        acc = StreamingCKA(debiased=debiased, backend="triton", precision=precision, check_finite=False)
+        return acc.update(layers).compute_tensor()
+    if len(set(dims)) > 1:
+        raise ValueError(
+            f"backend='triton' computes sample-space and RBF CKA for layers of one width; got widths {dims} "
+            "(use backend='torch')"
+        )
+    from ..kernels.kernel_tiles import kernel_tile_sums
+
+    dt = options.compute_dtype(layers)
+    mom = layer_moments(layers, dt)
+    bad = mom.degenerate()
+    L = len(layers)
+    sq = torch.empty(L, n, dtype=torch.float64, device=layers[0].device)
+    for s, e in options.row_chunks(n, 2 * sum(dims) * 8):
+        for l, x in enumerate(layers):
+            sq[l, s:e] = mom.chunk(l, x, s, e).double().square().sum(1)
+    x = stacked_view(layers)
+    x = x if x is not None else torch.stack(layers)
+    mean = torch.stack(mom.mean)
+    scale = torch.tensor(mom.scale, dtype=torch.float64, device=x.device)
+    if kernel == "rbf":
+        sigmas, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
+        bad = bad | zero_sigma
+        coef = torch.tensor([-0.5 / s**2 for s in sigmas], dtype=torch.float64, device=x.device)
+        shift = torch.tensor(shifted, device=x.device)
+        S, R = kernel_tile_sums(x, mean, scale, sq, coef, shift)
+        diag = (1.0 - shift.double())[:, None].expand(L, n)
+    else:
+        S, R = kernel_tile_sums(x, mean, scale, sq, None, None)
+        diag = sq
+    st = stats_from_rows(n, S, diag, R)
+    return _finish(hsic_matrix(st, debiased), bad, debiased).to(dt)
