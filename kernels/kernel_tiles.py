@@ -13,7 +13,7 @@ and for each step:
 4. Adds each layer's row sums (and, for tiles off the diagonal, column sums) with atomics.
 
 Off-diagonal tiles count twice, since the kernel matrices are symmetric. Memory outside the
-inputs is O(n L): the row sums, plus one L x L partial per program.
+inputs is O(n L): the row sums, and one L x L sum that every program adds into atomically.
 """
 
 from __future__ import annotations
@@ -33,14 +33,13 @@ def kernel_tile_kernel(
     sqn_ptr,
     coef_ptr,
     shift_ptr,
-    part_ptr,
+    sums_ptr,
     rows_ptr,
     n,
     d,
     num_layers,
     stride_l,
     stride_n,
-    num_tiles,
     RBF: tl.constexpr,
     ACC: tl.constexpr,
     L_PAD: tl.constexpr,
@@ -100,8 +99,7 @@ def kernel_tile_kernel(
             col_sums += tl.sum(k, axis=1)
         if ti != tj:
             tl.atomic_add(rows_ptr + layers[:, None] * n + cols[None, :], col_sums, mask=lmask[:, None] & cmask[None, :])
-        pid = ti * num_tiles + tj
-        tl.store(part_ptr + pid * L_PAD * L_PAD + layers[:, None] * L_PAD + layers[None, :], acc * weight)
+        tl.atomic_add(sums_ptr + layers[:, None] * L_PAD + layers[None, :], acc * weight)
 
 
 def kernel_tile_sums(
@@ -124,7 +122,7 @@ def kernel_tile_sums(
     block = 32 if os.environ.get("TRITON_INTERPRET") == "1" else 64
     tiles = triton.cdiv(n, block)
     dev = x.device
-    parts = torch.zeros(tiles * tiles, l_pad, l_pad, dtype=acc, device=dev)
+    sums = torch.zeros(l_pad, l_pad, dtype=acc, device=dev)
     rows = torch.zeros(L, n, dtype=acc, device=dev)
     zeros = torch.zeros(L, dtype=acc, device=dev)
     kernel_tile_kernel[(tiles, tiles)](
@@ -134,14 +132,13 @@ def kernel_tile_sums(
         sq_norms.to(acc).contiguous(),
         (coef if rbf else zeros).to(acc).contiguous(),
         (shifted if rbf else zeros).to(torch.int32).contiguous(),
-        parts,
+        sums,
         rows,
         n,
         d,
         L,
         x.stride(0),
         x.stride(1),
-        tiles,
         RBF=rbf,
         ACC=tl.float64 if acc == torch.float64 else tl.float32,
         L_PAD=l_pad,
@@ -150,4 +147,4 @@ def kernel_tile_sums(
         SUB=16,
         BLOCK_D=32,
     )
-    return parts.sum(0, dtype=torch.float64)[:L, :L], rows.double()
+    return sums.double()[:L, :L], rows.double()

@@ -4,8 +4,9 @@
   chunks, each chunk's co-moment from the upper-triangle Gram tiles of fastsim.kernels.comoment.
 * Linear kernel in sample space, and the RBF kernel: fastsim.kernels.kernel_tiles forms every
   layer's kernel tiles on the fly and reduces them to the pair sums and row sums (O(n L) extra
-  memory). The layers must share their width d; they are read through one (L, n, d) view when
-  they are slices of one tensor, else stacked once (a copy of the data).
+  memory). The layers are read through one (L, n, d) view when they are slices of one tensor,
+  else stacked once (a copy of the data, narrower layers padded with zero columns, which change
+  no dot product and no distance).
 
 Precision: the feature-space path follows `precision` (3xTF32 / TF32 / bf16 operands on GPUs);
 the tile kernel computes float32 ("ieee") dots at every precision for now.
@@ -29,11 +30,6 @@ def cka_matrix(
     if kernel == "linear" and not _linear_uses_sample_space(n, dims):
         acc = StreamingCKA(debiased=debiased, backend="triton", precision=precision, check_finite=False)
         return acc.update(layers).compute_tensor()
-    if len(set(dims)) > 1:
-        raise ValueError(
-            f"backend='triton' computes sample-space and RBF CKA for layers of one width; got widths {dims} "
-            "(use backend='torch')"
-        )
     from ..kernels.kernel_tiles import kernel_tile_sums
 
     dt = options.compute_dtype(layers)
@@ -45,8 +41,13 @@ def cka_matrix(
         for l, x in enumerate(layers):
             sq[l, s:e] = mom.chunk(l, x, s, e).double().square().sum(1)
     x = stacked_view(layers)
-    x = x if x is not None else torch.stack(layers)
-    mean = torch.stack(mom.mean)
+    if x is None:  # one (L, n, max d) copy; zero columns change no dot product or distance
+        x = torch.zeros(L, n, max(dims), dtype=layers[0].dtype, device=layers[0].device)
+        for l, t in enumerate(layers):
+            x[l, :, : dims[l]] = t
+    mean = torch.zeros(L, x.shape[2], dtype=dt, device=x.device)
+    for l, mu in enumerate(mom.mean):
+        mean[l, : dims[l]] = mu
     scale = torch.tensor(mom.scale, dtype=torch.float64, device=x.device)
     if kernel == "rbf":
         sigmas, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
