@@ -4,7 +4,8 @@ Flash-attention style: no kernel matrix is ever stored. Program (ti, tj), with t
 (BLOCK_M x BLOCK_N) tile of every layer's n x n kernel matrix. It walks its rows SUB at a time,
 and for each step:
 
-1. Forms the L tiles with one batched dot over the feature axis, (L, SUB, d) @ (L, d, BLOCK_N).
+1. Forms the L tiles with one batched dot over the feature axis, (L, SUB, d) @ (L, d, BLOCK_N),
+   with operands at the requested precision (3xTF32 / TF32 / bf16 on GPUs; float32 accumulators).
    The rows are centered and scaled on load, from the per-layer mean and power-of-two scale.
 2. For the RBF kernel, turns the Gram into exp(-|x - y|^2 / (2 sigma_l^2)), or into expm1 of
    the same argument for the layers marked shifted (K - 1, which keeps precision when the
@@ -42,6 +43,9 @@ def kernel_tile_kernel(
     stride_n,
     RBF: tl.constexpr,
     ACC: tl.constexpr,
+    PRECISION: tl.constexpr,
+    TO_BF16: tl.constexpr,
+    EMULATE_BF16: tl.constexpr,
     L_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -76,7 +80,13 @@ def kernel_tile_kernel(
                 b_mask = lmask[:, None, None] & kmask[None, :, None] & cmask[None, None, :]
                 b = tl.load(x_ptr + layers[:, None, None] * stride_l + cols[None, None, :] * stride_n + ks[None, :, None], mask=b_mask, other=0.0).to(ACC)
                 b = tl.where(b_mask, b * scale[:, None, None] - mu[:, :, None], 0.0)
-                g += tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
+                if TO_BF16:  # bf16 operands; round trip when emulated (the interpreter's bf16 dot)
+                    a = a.to(tl.bfloat16)
+                    b = b.to(tl.bfloat16)
+                    if EMULATE_BF16:
+                        a = a.to(ACC)
+                        b = b.to(ACC)
+                g += tl.dot(a, b, input_precision=PRECISION, out_dtype=ACC)
             valid = lmask[:, None, None] & rmask[None, :, None] & cmask[None, None, :]
             if RBF:
                 sqn_i = tl.load(sqn_ptr + layers[:, None] * n + rows[None, :], mask=lmask[:, None] & rmask[None, :], other=0.0)
@@ -109,6 +119,7 @@ def kernel_tile_sums(
     sq_norms: torch.Tensor,
     coef: torch.Tensor | None,
     shifted: torch.Tensor | None,
+    precision: str = "highest",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For stacked layers x (L, n, d): (S (L, L) = sum over all (i, j) of K_a[i, j] K_b[i, j],
     R (L, n) row sums of each K), with K the linear kernel of the centered, scaled rows, or the RBF
@@ -118,8 +129,14 @@ def kernel_tile_sums(
         x = x.contiguous()
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     rbf = coef is not None
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if acc == torch.float64:
+        mode, to_bf16 = "ieee", False
+    else:
+        mode = {"highest": "ieee" if interpret else "tf32x3", "high": "tf32", "medium": "ieee"}[precision]
+        to_bf16 = precision == "medium"
     l_pad = max(16, triton.next_power_of_2(L))
-    block = 32 if os.environ.get("TRITON_INTERPRET") == "1" else 64
+    block = 32 if interpret else 64
     tiles = triton.cdiv(n, block)
     dev = x.device
     sums = torch.zeros(l_pad, l_pad, dtype=acc, device=dev)
@@ -141,6 +158,9 @@ def kernel_tile_sums(
         x.stride(1),
         RBF=rbf,
         ACC=tl.float64 if acc == torch.float64 else tl.float32,
+        PRECISION=mode,
+        TO_BF16=to_bf16,
+        EMULATE_BF16=interpret,
         L_PAD=l_pad,
         BLOCK_M=block,
         BLOCK_N=block,

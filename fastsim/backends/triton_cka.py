@@ -8,8 +8,9 @@
   else stacked once (a copy of the data, narrower layers padded with zero columns, which change
   no dot product and no distance).
 
-Precision: the feature-space path follows `precision` (3xTF32 / TF32 / bf16 operands on GPUs);
-the tile kernel computes float32 ("ieee") dots at every precision for now.
+Precision: both paths follow `precision` for the Gram dots: "highest" = 3xTF32 on GPUs (exact
+float32 under the interpreter), "high" = TF32, "medium" = bf16 operands; accumulators are float32
+(float64 for float64 inputs). The tile kernel's second dot (the pair sums) is always float32.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ def cka_matrix(
         bad = bad | zero_sigma
         coef = torch.tensor([-0.5 / s**2 for s in sigmas], dtype=torch.float64, device=x.device)
         shift = torch.tensor(shifted, device=x.device)
-        S, R = kernel_tile_sums(x, mean, scale, sq, coef, shift)
+        S, R = kernel_tile_sums(x, mean, scale, sq, coef, shift, precision)
         diag = (1.0 - shift.double())[:, None].expand(L, n)
     else:
-        S, R = kernel_tile_sums(x, mean, scale, sq, None, None)
+        S, R = kernel_tile_sums(x, mean, scale, sq, None, None, precision)
         diag = sq
     st = stats_from_rows(n, S, diag, R)
     return _finish(hsic_matrix(st, debiased), bad, debiased).to(dt)
