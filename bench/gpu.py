@@ -88,8 +88,9 @@ def main() -> None:
     base = run(lambda: (Z.T @ Z), args.repeat)
     flops = n * (L * d) ** 2  # 2 * n * D^2 / 2: upper triangle
     for prec, rate in (("highest", r["fp32"]), ("high", r["tf32"]), ("medium", r["bf16"])):
-        t = run(lambda: fastsim.similarity_matrix(layers, "cka", precision=prec), args.repeat)
-        row(f"cka L={L} d={d} n={n}", f"fastsim torch {prec}", t, base, flops / rate)
+        for backend in ("torch", "triton"):
+            t = run(lambda: fastsim.similarity_matrix(layers, "cka", precision=prec, backend=backend), args.repeat)
+            row(f"cka L={L} d={d} n={n}", f"fastsim {backend} {prec}", t, base, flops / rate)
     row(f"cka L={L} d={d} n={n}", "torch stacked Gram (fp32)", base, base, flops / r["fp32"])
     del Z, layers
 
@@ -100,8 +101,12 @@ def main() -> None:
     base = run(loop, 1)
     floor = L * n * d * 2 / r["bytes"]
     row(f"cosine L={L} d={d} n={n} bf16", "fastsim torch", run(lambda: fastsim.similarity_matrix(layers, "cosine"), args.repeat), base, floor)
-    row(f"cosine L={L} d={d} n={n} bf16", "torch pair loop", base, base, floor)
+    stacked = torch.stack(layers)  # the one-read kernel wants an (L, n, d) tensor
     del layers
+    row(f"cosine L={L} d={d} n={n} bf16", "fastsim triton", run(lambda: fastsim.similarity_matrix(stacked, "cosine", backend="triton"), args.repeat), base, floor)
+    layers = list(stacked)
+    row(f"cosine L={L} d={d} n={n} bf16", "torch pair loop", base, base, floor)
+    del layers, stacked
 
     # 3. RBF CKA of two layers, d = 1024, n = 16 384
     n = 16384 // s
@@ -119,6 +124,8 @@ def main() -> None:
     base = run(materialized, 1)
     floor = 2 * n * n * d * 2 / r["fp32"]
     row(f"rbf cka d={d} n={n}", "fastsim torch", run(lambda: fastsim.cka(a, b, kernel="rbf", sigma=sigma), args.repeat), base, floor)
+    for prec in ("highest", "high"):
+        row(f"rbf cka d={d} n={n}", f"fastsim triton {prec}", run(lambda: fastsim.cka(a, b, kernel="rbf", sigma=sigma, backend="triton", precision=prec), args.repeat), base, floor)
     row(f"rbf cka d={d} n={n}", "materialized n x n", base, base, floor)
 
     # 4. mutual kNN of two layers, n = 65 536, k = 10

@@ -47,3 +47,28 @@ def test_triton_cosine_on_gpu():
     a, b = layers_on_gpu(n=5000, d=768, L=2)
     got = float(fastsim.cosine(a, b, backend="triton"))
     assert got == pytest.approx(R.cosine(a.cpu(), b.cpu()), abs=1e-5)
+
+
+@pytest.mark.parametrize("precision, bound", [("highest", 1e-4), ("high", 5e-3), ("medium", 2e-2)])
+@pytest.mark.parametrize("opts", [{}, {"debiased": True}, {"kernel": "rbf"}])
+def test_triton_cka_on_gpu(precision, bound, opts):
+    """Both Triton CKA paths at real sizes: the streaming comoment tiles (n > sum d) and the
+    fused tile kernel (RBF), against the float64 torch backend."""
+    layers = layers_on_gpu(n=20000 if opts.get("kernel") != "rbf" else 8192, d=256, L=6)
+    got = fastsim.similarity_matrix(layers, "cka", backend="triton", precision=precision, **opts)
+    ref = fastsim.similarity_matrix([x.double() for x in layers], "cka", backend="torch", **opts)
+    err = (got.double() - ref).abs().max().item()
+    print(f"triton cka {opts} {precision}: max error {err:.2e}")
+    assert err <= bound
+
+
+def test_triton_streaming_merge_and_cosine_on_gpu():
+    layers = layers_on_gpu(n=30000, d=512, L=8)
+    parts = [fastsim.StreamingCKA(backend="triton").update([x[s : s + 10000] for x in layers]) for s in (0, 10000, 20000)]
+    merged = parts[0].merge(parts[1]).merge(parts[2]).compute()
+    whole = fastsim.similarity_matrix([x.double() for x in layers], "cka")
+    assert (merged.double() - whole).abs().max().item() <= 1e-4
+    stacked = torch.stack(layers).to(torch.bfloat16)
+    got = fastsim.similarity_matrix(stacked, "cosine", backend="triton")
+    ref = fastsim.similarity_matrix(stacked.double(), "cosine", backend="torch")
+    assert (got.double() - ref).abs().max().item() <= 1e-5
