@@ -110,3 +110,16 @@ def test_state_kind_errors_and_reset():
         warnings.simplefilter("always")
         m = fastsim.StreamingCKA().update([a, np.ones((10, 2))]).compute()
     assert np.isnan(m[1]).all() and any(issubclass(w.category, fastsim.DegenerateWarning) for w in caught)
+
+
+def test_triton_states_merge_like_torch_states():
+    """The Triton co-moment kernel behind StreamingCKA (interpreter on the CPU) gives mergeable
+    states equal to the torch backend's."""
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(90, 6)) + 20.0
+    layers = [base, np.tanh(base @ rng.normal(size=(6, 9)) / 3) + 0.2 * rng.normal(size=(90, 9))]
+    parts = [fastsim.StreamingCKA(debiased=True, backend="triton").update([x[s : s + 30] for x in layers]) for s in (0, 30, 60)]
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    whole = fastsim.StreamingCKA(debiased=True, backend="torch").update(layers)
+    np.testing.assert_allclose(merged.compute(), whole.compute(), rtol=1e-9)
+    np.testing.assert_allclose(merged.compute(), R.similarity_matrix(layers, "cka", debiased=True), rtol=1e-9)
