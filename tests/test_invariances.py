@@ -82,6 +82,7 @@ def test_mutual_knn_bounds_identity_and_permutation(pair, k, seed):
     assert float(fastsim.mutual_knn(a * row_scales, b, k=k)) == value
 
 
+@pytest.mark.filterwarnings("ignore:the median pairwise distance:fastsim.DegenerateWarning")
 def test_zero_variance_cka_is_nan_with_warning():
     a = np.random.default_rng(0).normal(size=(10, 3))
     for kernel in ("linear", "rbf"):
