@@ -188,6 +188,54 @@ class StreamingCKA:
         self._merge_state(other._state())
         return self
 
+    def all_reduce(self, group: Any = None) -> "StreamingCKA":
+        """Combine the states of every rank of a torch.distributed group, in place; returns self.
+
+        Two collective steps, exact: an all-reduce of the counts and per-layer sums gives the
+        pooled mean; each rank shifts its state there (the formulas above) and an all-reduce
+        sums the co-moment blocks and the higher moments. Every rank ends with the state of all
+        ranks' data. Works with any backend whose all_reduce takes these tensors (gloo on CPU,
+        nccl on GPU). Every rank must have seen at least one update (to know the layer widths).
+        """
+        import torch.distributed as dist
+
+        if self.dims is None:
+            raise ValueError("all_reduce needs the layer widths: call update() on every rank first")
+        dev = self.mean[0].device if self.mean else torch.device("cpu")
+        L = len(self.dims)
+        count = torch.tensor([float(self.n)], dtype=torch.float64, device=dev)
+        if self.n:
+            sums = [self.n * mu for mu in self.mean]
+        else:
+            sums = [torch.zeros(d, dtype=torch.float64, device=dev) for d in self.dims]
+        dist.all_reduce(count, group=group)
+        for t in sums:
+            dist.all_reduce(t, group=group)
+        total = int(count.item())
+        if total == 0:
+            return self
+        pooled = [t / total for t in sums]
+        if self.n:
+            state = self._shift(self._state(), pooled)
+        else:  # a rank without data contributes zeros
+            zeros_c = {(a, b): torch.zeros(self.dims[a], self.dims[b], dtype=self.dtype, device=dev) for a in range(L) for b in range(a, L)}
+            state = {
+                "C": zeros_c,
+                "T": torch.zeros(L, dtype=torch.float64, device=dev),
+                "V": [[torch.zeros(d, dtype=torch.float64, device=dev) for d in self.dims] for _ in range(L)],
+                "P": torch.zeros(L, L, dtype=torch.float64, device=dev),
+            }
+        for c in state["C"].values():
+            dist.all_reduce(c, group=group)
+        dist.all_reduce(state["T"], group=group)
+        dist.all_reduce(state["P"], group=group)
+        for row in state["V"]:
+            for v in row:
+                dist.all_reduce(v, group=group)
+        self.n, self.mean = total, pooled
+        self.C, self.T, self.V, self.P = state["C"], state["T"], state["V"], state["P"]
+        return self
+
     # ------------------------------------------------------------------ result
 
     def compute(self) -> Any:
