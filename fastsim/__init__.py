@@ -9,6 +9,7 @@
 from . import reference
 from .metrics import cka, cosine, mutual_knn, similarity_matrix
 from .options import DegenerateWarning
+from .layer_similarity import LayerSimilarity
 from .streaming import StreamingCKA
 
 __version__ = "0.1.0"
@@ -19,6 +20,7 @@ __all__ = [
     "mutual_knn",
     "similarity_matrix",
     "StreamingCKA",
+    "LayerSimilarity",
     "reference",
     "DegenerateWarning",
     "__version__",
