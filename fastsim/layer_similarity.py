@@ -213,6 +213,48 @@ class LayerSimilarity:
             out.update({m: full[m] for m in sampled})
         return {m: out[m] for m in self.metrics}
 
+    def all_reduce(self, group: Any = None) -> "LayerSimilarity":
+        """Combine the accumulators of every rank of a torch.distributed group, in place.
+
+        Sums (cosine, per-batch matrices, counts) are all-reduced; linear CKA goes through
+        ``StreamingCKA.all_reduce``; the bottom-k samples are all-gathered and the smallest keys
+        kept. Give each rank its own ``seed`` so that their sampling keys are independent.
+        Pending per_batch samples stay on their rank (each rank batches its own data).
+        """
+        import torch.distributed as dist
+
+        count = torch.tensor([float(self.samples_seen)], dtype=torch.float64)
+        dist.all_reduce(count, group=group)
+        if self.protocol == "per_batch":
+            self._flush(final=False)
+            batches = torch.tensor([float(self.batches)], dtype=torch.float64)
+            dist.all_reduce(batches, group=group)
+            for m in self.metrics:
+                local = self.batch_sums.get(m)
+                if local is None:
+                    raise ValueError("all_reduce with per_batch needs at least one full batch on every rank")
+                dist.all_reduce(local, group=group)
+            self.batches = int(batches.item())
+        else:
+            if "cosine" in self.metrics:
+                if self.cos_sum is None:
+                    raise ValueError("all_reduce needs at least one update on every rank")
+                self.cos_sum = self.cos_sum.cpu()
+                dist.all_reduce(self.cos_sum, group=group)
+            if self.cka is not None:
+                self.cka.all_reduce(group)
+            if self.kept is not None:
+                gathered: list = [None] * dist.get_world_size(group)
+                dist.all_gather_object(gathered, (self.keys, self.kept.cpu()), group=group)
+                keys = torch.cat([k for k, _ in gathered])
+                kept = torch.cat([x for _, x in gathered], 1)
+                if keys.numel() > self.max_samples:
+                    keys, order = torch.topk(keys, self.max_samples, largest=False)
+                    kept = kept[:, order]
+                self.keys, self.kept = keys, kept
+        self.samples_seen = int(count.item())
+        return self
+
     def merge(self, other: "LayerSimilarity") -> "LayerSimilarity":
         """Fold in another accumulator (disjoint data, same settings); returns self."""
         if not isinstance(other, LayerSimilarity):
