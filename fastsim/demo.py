@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import reference
+from .blocks import find_blocks
 from .metrics import similarity_matrix
 
 BLOCKS = ((1, 5), (6, 12))  # inclusive layer ranges of the planted blocks
@@ -64,6 +65,8 @@ def run(n: int = 2000, d: int = 256, k: int = 10, check_samples: int = 300, seed
         small = similarity_matrix([torch.from_numpy(x).double() for x in sub], metric, **opts).numpy()
         error = np.abs(small - reference.similarity_matrix(sub, metric, **opts)).max()
         print(f"{name}: {seconds:.2f} s; float64 check on {check_samples} samples: max |fastsim - reference| = {error:.1e}")
-        print(_format(matrix), "\n")
+        print(_format(matrix))
+        found = ", ".join(f"{a}-{b}" for a, b in find_blocks(matrix)) or "none"
+        print(f"detected blocks: {found}\n")
         results[name] = matrix
     return results
