@@ -13,7 +13,9 @@ Algorithm (contiguous complete-linkage clustering):
 Threshold: given, or by default Otsu's threshold of the matrix's off-diagonal values (the cut
 that best separates them into a "similar" and a "dissimilar" group: the largest between-group
 variance). If all off-diagonal values are equal, the threshold is that value, and every layer
-joins one block.
+joins one block. The automatic threshold assumes both groups are sizable (in a speech model's
+two big blocks, most pairs are within a block); when within-block pairs are a small minority,
+pass a threshold.
 """
 
 from __future__ import annotations

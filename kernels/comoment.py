@@ -5,18 +5,16 @@ U is (n, D), the L layers' centered rows side by side (D = sum of their widths).
 only the tiles on or above the diagonal are computed: half the FLOPs of the full Gram. Every
 entry (r, c) with r <= c is written; ``upper_gram`` mirrors them into a symmetric matrix.
 
-Precision (operands, accumulator): "highest" = float32 as 3xTF32 on GPUs ("ieee" float32 under
-the interpreter), "high" = TF32, "medium" = bf16; the accumulator is float32 always, float64 for
-float64 inputs (whose dot is float64 throughout).
+Precision modes: see kernels/precision.py.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from .precision import dot_settings, operand
 
 
 @triton.jit
@@ -44,12 +42,8 @@ def upper_gram_kernel(
             ks = (k0 + tl.arange(0, BLOCK_K)).to(tl.int64)
             a = tl.load(u_ptr + ks[:, None] * stride_u + rows[None, :], mask=(ks[:, None] < n) & (rows[None, :] < D), other=0.0)
             b = tl.load(u_ptr + ks[:, None] * stride_u + cols[None, :], mask=(ks[:, None] < n) & (cols[None, :] < D), other=0.0)
-            if TO_BF16:  # bf16 operands; round trip to ACC when emulated (the interpreter's bf16 dot)
-                a = a.to(tl.bfloat16)
-                b = b.to(tl.bfloat16)
-                if EMULATE_BF16:
-                    a = a.to(ACC)
-                    b = b.to(ACC)
+            a = operand(a, ACC, TO_BF16, EMULATE_BF16)
+            b = operand(b, ACC, TO_BF16, EMULATE_BF16)
             acc += tl.dot(tl.trans(a), b, input_precision=PRECISION, out_dtype=ACC)
         mask = (rows[:, None] < D) & (cols[None, :] < D)
         tl.store(out_ptr + rows[:, None] * stride_out + cols[None, :], acc, mask=mask)
@@ -63,20 +57,12 @@ def upper_gram(u: torch.Tensor, precision: str) -> torch.Tensor:
     out = torch.zeros(D, D, dtype=acc, device=u.device)
     if n == 0:
         return out
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    if acc == torch.float64:
-        mode, to_bf16 = "ieee", False
-    else:
-        mode = {"highest": "ieee" if interpret else "tf32x3", "high": "tf32", "medium": "ieee"}[precision]
-        to_bf16 = precision == "medium"
     block = 64 if D >= 64 else 16
     tiles = triton.cdiv(D, block)
     upper_gram_kernel[(tiles, tiles)](
         u, out, n, D, u.stride(0), out.stride(0),
         ACC=tl.float64 if acc == torch.float64 else tl.float32,
-        PRECISION=mode,
-        TO_BF16=to_bf16,
-        EMULATE_BF16=interpret,
+        **dot_settings(acc, precision),
         BLOCK=block,
         BLOCK_K=32,
     )

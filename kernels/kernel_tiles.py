@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .precision import dot_settings, operand
+
 
 @triton.jit
 def kernel_tile_kernel(
@@ -80,12 +82,8 @@ def kernel_tile_kernel(
                 b_mask = lmask[:, None, None] & kmask[None, :, None] & cmask[None, None, :]
                 b = tl.load(x_ptr + layers[:, None, None] * stride_l + cols[None, None, :] * stride_n + ks[None, :, None], mask=b_mask, other=0.0).to(ACC)
                 b = tl.where(b_mask, b * scale[:, None, None] - mu[:, :, None], 0.0)
-                if TO_BF16:  # bf16 operands; round trip when emulated (the interpreter's bf16 dot)
-                    a = a.to(tl.bfloat16)
-                    b = b.to(tl.bfloat16)
-                    if EMULATE_BF16:
-                        a = a.to(ACC)
-                        b = b.to(ACC)
+                a = operand(a, ACC, TO_BF16, EMULATE_BF16)
+                b = operand(b, ACC, TO_BF16, EMULATE_BF16)
                 g += tl.dot(a, b, input_precision=PRECISION, out_dtype=ACC)
             valid = lmask[:, None, None] & rmask[None, :, None] & cmask[None, None, :]
             if RBF:
@@ -130,11 +128,6 @@ def kernel_tile_sums(
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     rbf = coef is not None
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    if acc == torch.float64:
-        mode, to_bf16 = "ieee", False
-    else:
-        mode = {"highest": "ieee" if interpret else "tf32x3", "high": "tf32", "medium": "ieee"}[precision]
-        to_bf16 = precision == "medium"
     l_pad = max(16, triton.next_power_of_2(L))
     block = 32 if interpret else 64
     tiles = triton.cdiv(n, block)
@@ -158,9 +151,7 @@ def kernel_tile_sums(
         x.stride(1),
         RBF=rbf,
         ACC=tl.float64 if acc == torch.float64 else tl.float32,
-        PRECISION=mode,
-        TO_BF16=to_bf16,
-        EMULATE_BF16=interpret,
+        **dot_settings(acc, precision),
         L_PAD=l_pad,
         BLOCK_M=block,
         BLOCK_N=block,
