@@ -50,7 +50,16 @@ def _scaled(x: torch.Tensor, scales: torch.Tensor, idx: torch.Tensor) -> torch.T
 
 def _exact_sims(x: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """float64 (r, c) cosine similarities of rows[i] with cols[i, j]; a zero vector gives 0."""
-    dots = _scaled(x, scales, cols).mul_(_scaled(x, scales, rows)[:, None, :]).sum(-1)
+    if x.dtype == torch.float64:
+        dots = _scaled(x, scales, cols).mul_(_scaled(x, scales, rows)[:, None, :]).sum(-1)
+    else:
+        # Products of float32 (or narrower) values are exact in float64 and can neither over- nor
+        # underflow, so the power-of-two row scaling can be applied to the dot instead: the same
+        # value, without scaling the gathered rows.
+        dots = x[cols].double().mul_(x[rows].double()[:, None, :]).sum(-1)
+        power = scales[rows][:, None, 0] + scales[cols][..., 0]
+        half = torch.floor(power / 2)
+        dots = dots * torch.exp2(half) * torch.exp2(power - half)
     den = scales[rows][:, None, 1] * scales[cols][..., 1]
     return torch.where(den > 0, dots / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
 
@@ -92,6 +101,38 @@ def _candidates(units: torch.Tensor, rows: torch.Tensor, count: int) -> tuple[to
     return torch.topk(sims, count, dim=1, largest=True, sorted=True)
 
 
+def _symmetric_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Approximate top-`count` (values, indices) of every row, self excluded, from the similarity
+    blocks on and above the diagonal only: block (I, J) serves the rows of I and, transposed, the
+    rows of J, so each similarity is computed once (half the matmul work)."""
+    n = units.shape[0]
+    b = max(1, min(n, int((options.CHUNK_BYTES / (3 * units.element_size())) ** 0.5)))
+    b = min(b, max(512, -(-n // 8)))  # a few block rows, so the whole diagonal blocks waste little
+    best_v = torch.full((n, count), float("-inf"), dtype=units.dtype, device=units.device)
+    best_i = torch.full((n, count), -1, dtype=torch.int64, device=units.device)
+
+    def merge(rows: slice, sims: torch.Tensor, cols: torch.Tensor) -> None:
+        top_v, top_pos = torch.topk(sims, min(count, sims.shape[1]), dim=1, largest=True, sorted=False)
+        v = torch.cat([best_v[rows], top_v], 1)
+        i = torch.cat([best_i[rows], cols[top_pos]], 1)
+        v, pos = torch.topk(v, count, dim=1, largest=True, sorted=False)
+        best_v[rows], best_i[rows] = v, torch.gather(i, 1, pos)
+
+    starts = list(range(0, n, b))
+    for s in starts:
+        rows_i = slice(s, min(n, s + b))
+        for s2 in starts[starts.index(s) :]:
+            rows_j = slice(s2, min(n, s2 + b))
+            sims = units[rows_i] @ units[rows_j].T
+            if s2 == s:
+                sims.fill_diagonal_(float("-inf"))
+            merge(rows_i, sims, torch.arange(rows_j.start, rows_j.stop, device=units.device))
+            if s2 != s:
+                merge(rows_j, sims.T, torch.arange(rows_i.start, rows_i.stop, device=units.device))
+    best_v, order = torch.sort(best_v, dim=1, descending=True)
+    return best_v, torch.gather(best_i, 1, order)
+
+
 def approximation_bound(d: int, dt: torch.dtype, precision: str) -> float:
     """Bound on |approximate - exact| cosine similarity: accumulation of d products in `dt` by
     the matmul pass and in float64 by the exact recomputation, plus, for float32 at
@@ -114,14 +155,19 @@ def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None =
     units = _unit_rows(x, dt)
     scales = _row_scales64(x)
     out = torch.empty(n, k, dtype=torch.int64, device=x.device)
-    # Row blocks bounded by both the (b x n) similarity block and the gathered float64 candidates.
+    # Row blocks for the re-rank, bounded by the gathered float64 candidates and by the (b x n)
+    # similarity rows of the rare widened searches.
     bytes_per_row = max(n * units.element_size() * 3, 2 * (k + margin) * d * 8 * 3)
     with options.matmul_precision(precision):
+        first_count = min(n - 1, k + margin)
+        first_approx, first_cand = _symmetric_candidates(units, first_count)
         for s, e in options.row_chunks(n, bytes_per_row):
             pending = torch.arange(s, e, device=x.device)
-            count = min(n - 1, k + margin)
+            count = first_count
+            approx, cand = first_approx[s:e], first_cand[s:e]
             while pending.numel():
-                approx, cand = _candidates(units, pending, count)
+                if count != first_count:  # a widened search for the rows that could not prove it
+                    approx, cand = _candidates(units, pending, count)
                 if count > k:
                     # The k-th approximate similarity beats the (k+1)-th by more than twice the
                     # bound: no sample outside the top k can reach one inside, so the set is exact.
