@@ -111,8 +111,13 @@ def _symmetric_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor
     best_v = torch.full((n, count), float("-inf"), dtype=units.dtype, device=units.device)
     best_i = torch.full((n, count), -1, dtype=torch.int64, device=units.device)
 
-    def merge(rows: slice, sims: torch.Tensor, cols: torch.Tensor) -> None:
-        top_v, top_pos = torch.topk(sims, min(count, sims.shape[1]), dim=1, largest=True, sorted=False)
+    def merge(rows: slice, sims: torch.Tensor, cols: torch.Tensor, axis: int) -> None:
+        # `rows` index the block's axis `axis` (0: its rows; 1: its columns, whose top-k is taken
+        # down the block's columns rather than on a transposed copy); `cols` index the other axis.
+        other = 1 - axis
+        top_v, top_pos = torch.topk(sims, min(count, sims.shape[other]), dim=other, largest=True, sorted=False)
+        if axis == 1:
+            top_v, top_pos = top_v.T, top_pos.T
         v = torch.cat([best_v[rows], top_v], 1)
         i = torch.cat([best_i[rows], cols[top_pos]], 1)
         v, pos = torch.topk(v, count, dim=1, largest=True, sorted=False)
@@ -126,9 +131,9 @@ def _symmetric_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor
             sims = units[rows_i] @ units[rows_j].T
             if s2 == s:
                 sims.fill_diagonal_(float("-inf"))
-            merge(rows_i, sims, torch.arange(rows_j.start, rows_j.stop, device=units.device))
+            merge(rows_i, sims, torch.arange(rows_j.start, rows_j.stop, device=units.device), axis=0)
             if s2 != s:
-                merge(rows_j, sims.T, torch.arange(rows_i.start, rows_i.stop, device=units.device))
+                merge(rows_j, sims, torch.arange(rows_i.start, rows_i.stop, device=units.device), axis=1)
     best_v, order = torch.sort(best_v, dim=1, descending=True)
     return best_v, torch.gather(best_i, 1, order)
 
