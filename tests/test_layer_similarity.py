@@ -6,7 +6,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fastsim
 from fastsim import reference as R
 from fastsim.layer_similarity import LayerSimilarity
 
