@@ -8,8 +8,10 @@ Samples (what the metrics compare), by ``representation``:
 
 * ``"frames"``: every frame the mask marks valid; padding frames are dropped.
 * ``"mean"``: one vector per utterance, the mean of its valid frames.
-* ``"flatten"``: one vector per utterance, its first ``frames`` frames side by side (shorter
-  utterances are padded with zero frames), the seed paper's protocol (1 s = 49 frames at 16 kHz).
+* ``"flatten"``: one vector per utterance, its first ``frames`` frame positions side by side
+  (positions the mask marks as padding, and positions past the end, are zero frames), the seed
+  paper's protocol (1 s = 49 frames at 16 kHz). With right-padded batches, as Hugging Face's
+  feature extractors make them, these are the utterance's first frames.
 
 Metrics: ``"cosine"`` (mean per-sample cosine), ``"cka"`` (linear; ``debiased`` picks the
 estimator), ``"rbf_cka"`` (median-heuristic sigma) and ``"mknn"`` (mutual kNN with ``k``).
@@ -111,7 +113,8 @@ class LayerSimilarity:
             if tuple(mask.shape) != (B, T):
                 raise ValueError(f"mask must be (batch, frames) = {(B, T)} to match hidden_states; got {tuple(mask.shape)}")
             valid = mask.to(states[0].device).bool()
-        h = torch.stack([s.detach() for s in states]).float() if states[0].dtype != torch.float64 else torch.stack(states)
+        wide = states[0].dtype == torch.float64
+        h = torch.stack([s.detach() if wide else s.detach().float() for s in states])
         if self.representation == "frames":
             return h[:, valid]  # (L, valid frames, d)
         lengths = valid.sum(1)
@@ -198,10 +201,14 @@ class LayerSimilarity:
         if self.samples_seen == 0:
             raise ValueError("no samples yet: call update() first")
         if self.protocol == "per_batch":
-            self._flush(final=True)
-            if self.batches == 0:
+            self._flush(final=False)
+            if self.batches:
+                return {m: v / self.batches for m, v in self.batch_sums.items()}
+            # No full batch yet: the partial one, computed on the side (the state is unchanged).
+            rest = torch.cat(self.pending, 1) if self.pending else None
+            if rest is None or rest.shape[1] < 4:
                 raise ValueError(f"per_batch needs at least 4 samples; got {self.samples_seen}")
-            return {m: v / self.batches for m, v in self.batch_sums.items()}
+            return self._matrices(rest)
         out: dict[str, torch.Tensor] = {}
         if "cosine" in self.metrics:
             out["cosine"] = (self.cos_sum / self.samples_seen).cpu()
@@ -223,24 +230,28 @@ class LayerSimilarity:
         """
         import torch.distributed as dist
 
-        count = torch.tensor([float(self.samples_seen)], dtype=torch.float64)
-        dist.all_reduce(count, group=group)
+        # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
+        dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+        def reduce(t: torch.Tensor) -> torch.Tensor:
+            t = t.to(dev)
+            dist.all_reduce(t, group=group)
+            return t.cpu()
+
         if self.protocol == "per_batch":
             self._flush(final=False)
-            batches = torch.tensor([float(self.batches)], dtype=torch.float64)
-            dist.all_reduce(batches, group=group)
-            for m in self.metrics:
-                local = self.batch_sums.get(m)
-                if local is None:
-                    raise ValueError("all_reduce with per_batch needs at least one full batch on every rank")
-                dist.all_reduce(local, group=group)
-            self.batches = int(batches.item())
+        ready = float(self.batches > 0 if self.protocol == "per_batch" else self.samples_seen > 0)
+        if reduce(torch.tensor([ready], dtype=torch.float64)).item() < dist.get_world_size(group):
+            raise ValueError(
+                "all_reduce needs data on every rank (with per_batch: at least one full batch on every rank)"
+            )  # raised on every rank together, so none is left waiting in a collective
+        count = reduce(torch.tensor([float(self.samples_seen)], dtype=torch.float64))
+        if self.protocol == "per_batch":
+            self.batches = int(reduce(torch.tensor([float(self.batches)], dtype=torch.float64)).item())
+            self.batch_sums = {m: reduce(self.batch_sums[m].clone()) for m in self.metrics}
         else:
             if "cosine" in self.metrics:
-                if self.cos_sum is None:
-                    raise ValueError("all_reduce needs at least one update on every rank")
-                self.cos_sum = self.cos_sum.cpu()
-                dist.all_reduce(self.cos_sum, group=group)
+                self.cos_sum = reduce(self.cos_sum.clone())
             if self.cka is not None:
                 self.cka.all_reduce(group)
             if self.kept is not None:
@@ -255,12 +266,16 @@ class LayerSimilarity:
         self.samples_seen = int(count.item())
         return self
 
+    def _settings(self) -> tuple:
+        return (self.metrics, self.representation, self.protocol, self.debiased, self.k, self.frames,
+                self.include_input, self.max_samples, self.batch_size)
+
     def merge(self, other: "LayerSimilarity") -> "LayerSimilarity":
         """Fold in another accumulator (disjoint data, same settings); returns self."""
         if not isinstance(other, LayerSimilarity):
             raise TypeError(f"other must be a LayerSimilarity; got {type(other).__name__}")
-        if (other.metrics, other.representation, other.protocol) != (self.metrics, self.representation, self.protocol):
-            raise ValueError("can only merge accumulators with the same metrics, representation and protocol")
+        if other._settings() != self._settings():
+            raise ValueError("can only merge accumulators with the same settings (metrics, representation, protocol, ...)")
         if self.protocol == "per_batch":
             for m, v in other.batch_sums.items():
                 self.batch_sums[m] = v if m not in self.batch_sums else self.batch_sums[m] + v

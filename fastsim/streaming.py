@@ -201,7 +201,7 @@ class StreamingCKA:
 
         if self.dims is None:
             raise ValueError("all_reduce needs the layer widths: call update() on every rank first")
-        dev = self.mean[0].device if self.mean else torch.device("cpu")
+        dev = self.mean[0].device if self.mean else self.origin.device
         L = len(self.dims)
         count = torch.tensor([float(self.n)], dtype=torch.float64, device=dev)
         if self.n:

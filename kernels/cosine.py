@@ -111,7 +111,7 @@ def layer_cosine_kernel(
     """
     pid = tl.program_id(0)
     frames = (pid * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    layers = tl.arange(0, L_PAD)
+    layers = tl.arange(0, L_PAD).to(tl.int64)  # layer * stride_l can pass 2^31
     acc = tl.zeros([BLOCK_N, L_PAD, L_PAD], dtype=ACC)
     for d0 in range(0, d, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)

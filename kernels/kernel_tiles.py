@@ -57,7 +57,7 @@ def kernel_tile_kernel(
     ti = tl.program_id(0)
     tj = tl.program_id(1)
     if ti <= tj:
-        layers = tl.arange(0, L_PAD)
+        layers = tl.arange(0, L_PAD).to(tl.int64)  # layer * stride_l can pass 2^31
         lmask = layers < num_layers
         cols = (tj * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         cmask = cols < n
@@ -129,7 +129,10 @@ def kernel_tile_sums(
     rbf = coef is not None
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     l_pad = max(16, triton.next_power_of_2(L))
-    block = 32 if interpret else 64
+    # The batched operand is L_PAD x BLOCK_D x BLOCK_N: keep it within ~64 KB of shared memory.
+    wide = l_pad >= 32 or acc == torch.float64
+    block = 32 if interpret or wide else 64
+    block_d = 16 if wide and not interpret else 32
     tiles = triton.cdiv(n, block)
     dev = x.device
     sums = torch.zeros(l_pad, l_pad, dtype=acc, device=dev)
@@ -156,6 +159,7 @@ def kernel_tile_sums(
         BLOCK_M=block,
         BLOCK_N=block,
         SUB=16,
-        BLOCK_D=32,
+        BLOCK_D=block_d,
+        num_stages=1,
     )
     return sums.double()[:L, :L], rows.double()

@@ -153,3 +153,17 @@ def test_errors_name_the_argument():
         LayerSimilarity().compute()
     with pytest.raises(ValueError, match="no valid frame"):
         LayerSimilarity(representation="mean").update(h, torch.zeros_like(mask))
+
+
+def test_per_batch_compute_mid_stream_leaves_the_state_alone():
+    rng = np.random.default_rng(6)
+    batches = [fake_model_batch(rng, B=5, T=6) for _ in range(3)]
+    peeked = LayerSimilarity(["cka"], representation="mean", protocol="per_batch", batch_size=10)
+    plain = LayerSimilarity(["cka"], representation="mean", protocol="per_batch", batch_size=10)
+    for i, (h, m) in enumerate(batches):
+        peeked.update(h, m)
+        plain.update(h, m)
+        if i == 0:
+            peeked.compute()  # only a partial batch so far: computed on the side
+    np.testing.assert_allclose(peeked.compute()["cka"], plain.compute()["cka"], rtol=1e-12)
+    assert peeked.batches == plain.batches == 1
