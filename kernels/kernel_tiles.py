@@ -61,7 +61,9 @@ def kernel_tile_kernel(
         lmask = layers < num_layers
         cols = (tj * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         cmask = cols < n
-        scale = tl.load(scale_ptr + layers, mask=lmask, other=0.0)
+        # The power-of-two scale in two factors (each within float32's range), per layer.
+        scale1 = tl.load(scale_ptr + 2 * layers, mask=lmask, other=0.0)
+        scale2 = tl.load(scale_ptr + 2 * layers + 1, mask=lmask, other=0.0)
         coef = tl.load(coef_ptr + layers, mask=lmask, other=0.0)  # -1 / (2 sigma^2), scaled data
         shifted = tl.load(shift_ptr + layers, mask=lmask, other=0) != 0
         sqn_j = tl.load(sqn_ptr + layers[:, None] * n + cols[None, :], mask=lmask[:, None] & cmask[None, :], other=0.0)
@@ -78,10 +80,10 @@ def kernel_tile_kernel(
                 mu = tl.load(mean_ptr + layers[:, None] * d + ks[None, :], mask=lmask[:, None] & kmask[None, :], other=0.0)
                 a_mask = lmask[:, None, None] & rmask[None, :, None] & kmask[None, None, :]
                 a = tl.load(x_ptr + layers[:, None, None] * stride_l + rows[None, :, None] * stride_n + ks[None, None, :], mask=a_mask, other=0.0).to(ACC)
-                a = tl.where(a_mask, a * scale[:, None, None] - mu[:, None, :], 0.0)
+                a = tl.where(a_mask, a * scale1[:, None, None] * scale2[:, None, None] - mu[:, None, :], 0.0)
                 b_mask = lmask[:, None, None] & kmask[None, :, None] & cmask[None, None, :]
                 b = tl.load(x_ptr + layers[:, None, None] * stride_l + cols[None, None, :] * stride_n + ks[None, :, None], mask=b_mask, other=0.0).to(ACC)
-                b = tl.where(b_mask, b * scale[:, None, None] - mu[:, :, None], 0.0)
+                b = tl.where(b_mask, b * scale1[:, None, None] * scale2[:, None, None] - mu[:, :, None], 0.0)
                 a = operand(a, ACC, TO_BF16, EMULATE_BF16)
                 b = operand(b, ACC, TO_BF16, EMULATE_BF16)
                 g += tl.dot(a, b, input_precision=PRECISION, out_dtype=ACC)
@@ -113,7 +115,7 @@ def kernel_tile_kernel(
 def kernel_tile_sums(
     x: torch.Tensor,
     mean: torch.Tensor,
-    scale: torch.Tensor,
+    scale: torch.Tensor,  # (L, 2): two factors per layer whose product is its power-of-two scale
     sq_norms: torch.Tensor,
     coef: torch.Tensor | None,
     shifted: torch.Tensor | None,

@@ -178,3 +178,13 @@ def test_tile_kernel_precision_modes(kernel, precision, bound):
     ref = R.similarity_matrix(list(as64(x)), "cka", kernel=kernel)
     got = fastsim.similarity_matrix(x, "cka", kernel=kernel, backend="triton", precision=precision)
     assert np.abs(got.cpu().double().numpy() - ref).max() <= bound
+
+
+def test_tile_kernel_scales_subnormal_float32_layers():
+    """A layer of float32 subnormals needs a 2^139 scale: applied in two float32-safe factors."""
+    rng = np.random.default_rng(8)
+    a = (rng.normal(size=(20, 16)) * 1e-42).astype(np.float32)
+    b = rng.normal(size=(20, 16)).astype(np.float32)
+    x = torch.from_numpy(np.stack([a, b])).to(DEVICE)
+    got = fastsim.similarity_matrix(x, "cka", backend="triton")  # n < sum(d): the tile kernel
+    np.testing.assert_allclose(got.cpu().double().numpy(), R.similarity_matrix([a, b], "cka"), atol=1e-5)

@@ -64,10 +64,22 @@ class Moments:
         return self.centered <= (32 * eps) ** 2 * self.raw
 
 
-def _centered(rows: torch.Tensor, dtype: torch.dtype, scale: float, mean: torch.Tensor) -> torch.Tensor:
+def scale_halves(scale: float) -> tuple[float, float]:
+    """Two powers of two whose product is `scale`, each within float32's range: a factor such as
+    2**139 (for subnormal float32 data) would overflow if applied in float32 at once."""
+    e = math.frexp(scale)[1] - 1
+    return math.ldexp(1.0, e // 2), math.ldexp(1.0, e - e // 2)
+
+
+def _scaled(rows: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
     # Out of place first: .to() returns the caller's own tensor when the dtype already matches.
+    first, second = scale_halves(scale)
+    return (rows.to(dtype) * first).mul_(second)
+
+
+def _centered(rows: torch.Tensor, dtype: torch.dtype, scale: float, mean: torch.Tensor) -> torch.Tensor:
     # layer_moments and Moments.chunk must round identically (the residual depends on it).
-    return (rows.to(dtype) * scale).sub_(mean)
+    return _scaled(rows, dtype, scale).sub_(mean)
 
 
 def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
@@ -80,7 +92,7 @@ def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
         total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
         sq = torch.zeros((), dtype=torch.float64, device=x.device)
         for s, e in options.row_chunks(n, bpr):
-            c = x[s:e].to(dtype) * scale
+            c = _scaled(x[s:e], dtype, scale)
             total += c.sum(0, dtype=torch.float64)
             sq += c.square().sum(dtype=torch.float64)
         mu = (total / n).to(dtype)

@@ -20,7 +20,7 @@ import torch
 from .. import options
 from ..streaming import StreamingCKA
 from .torch_cka import _finish, _linear_uses_sample_space, hsic_matrix, rbf_bandwidths, stats_from_rows
-from .torch_moments import layer_moments
+from .torch_moments import layer_moments, scale_halves
 from .triton_cosine import stacked_view
 
 
@@ -49,7 +49,7 @@ def cka_matrix(
     mean = torch.zeros(L, x.shape[2], dtype=dt, device=x.device)
     for l, mu in enumerate(mom.mean):
         mean[l, : dims[l]] = mu
-    scale = torch.tensor(mom.scale, dtype=torch.float64, device=x.device)
+    scale = torch.tensor([scale_halves(c) for c in mom.scale], dtype=torch.float64, device=x.device)
     if kernel == "rbf":
         sigmas, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
         bad = bad | zero_sigma
