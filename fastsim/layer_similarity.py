@@ -151,13 +151,20 @@ class LayerSimilarity:
 
     def _reservoir(self, x: torch.Tensor) -> None:
         keys = torch.rand(x.shape[1], generator=self.generator, dtype=torch.float64)
+        self._keep_smallest([(keys, x)])
+
+    def _keep_smallest(self, pieces: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Make the sample the `max_samples` smallest keys of this one and the (keys, samples)
+        pieces together: the bottom-k sample of their union."""
         if self.keys is not None:
-            keys = torch.cat([self.keys, keys])
-            x = torch.cat([self.kept, x.to(self.kept.device)], 1)
+            pieces = [(self.keys, self.kept), *pieces]
+        dev = pieces[0][1].device
+        keys = torch.cat([k for k, _ in pieces])
+        kept = torch.cat([x.to(dev) for _, x in pieces], 1)
         if keys.numel() > self.max_samples:
             keys, order = torch.topk(keys, self.max_samples, largest=False)
-            x = x[:, order.to(x.device)]
-        self.keys, self.kept = keys, x
+            kept = kept[:, order.to(dev)]
+        self.keys, self.kept = keys, kept
 
     def _matrices(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every requested metric on one set of samples (L, S, D)."""
@@ -257,12 +264,8 @@ class LayerSimilarity:
             if self.kept is not None:
                 gathered: list = [None] * dist.get_world_size(group)
                 dist.all_gather_object(gathered, (self.keys, self.kept.cpu()), group=group)
-                keys = torch.cat([k for k, _ in gathered])
-                kept = torch.cat([x for _, x in gathered], 1)
-                if keys.numel() > self.max_samples:
-                    keys, order = torch.topk(keys, self.max_samples, largest=False)
-                    kept = kept[:, order]
-                self.keys, self.kept = keys, kept
+                self.keys = self.kept = None  # every rank's sample, this one's included, is in gathered
+                self._keep_smallest(gathered)
         self.samples_seen = int(count.item())
         return self
 
@@ -287,14 +290,6 @@ class LayerSimilarity:
             if self.cka is not None:
                 self.cka.merge(other.cka)
             if other.keys is not None:
-                if self.keys is None:
-                    self.keys, self.kept = other.keys, other.kept
-                else:
-                    keys = torch.cat([self.keys, other.keys])
-                    kept = torch.cat([self.kept, other.kept.to(self.kept.device)], 1)
-                    if keys.numel() > self.max_samples:
-                        keys, order = torch.topk(keys, self.max_samples, largest=False)
-                        kept = kept[:, order.to(kept.device)]
-                    self.keys, self.kept = keys, kept
+                self._keep_smallest([(other.keys, other.kept)])
         self.samples_seen += other.samples_seen
         return self
