@@ -16,6 +16,7 @@ normal loading path (``fastsim.audio.load_audio``) resamples them to 16 kHz.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -76,6 +77,25 @@ def espeak() -> str:
     return exe
 
 
+@functools.lru_cache(maxsize=None)
+def _voice_names() -> tuple[frozenset, frozenset]:
+    """(languages, variants) espeak-ng knows; it would silently fall back to its default voice."""
+    def column(args: list[str], index: int) -> frozenset:
+        out = subprocess.run([espeak(), *args], capture_output=True, text=True).stdout.splitlines()[1:]
+        return frozenset(line.split()[index].split("/")[-1] for line in out if len(line.split()) > index)
+
+    return column(["--voices"], 1), column(["--voices=variant"], 4)
+
+
+def check_voice(voice: str) -> str:
+    """Raise SynthesisError unless voice is LANGUAGE or LANGUAGE+VARIANT that espeak-ng has."""
+    language, _, variant = voice.partition("+")
+    languages, variants = _voice_names()
+    if language not in languages or (variant and variant not in variants):
+        raise SynthesisError(f"espeak-ng has no voice {voice!r} (see espeak-ng --voices and --voices=variant)")
+    return voice
+
+
 def cache_dir() -> Path:
     root = os.environ.get("FASTSIM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fastsim")
     return Path(root) / "speech"
@@ -83,6 +103,7 @@ def cache_dir() -> Path:
 
 def synthesize(text: str, path: str | os.PathLike, *, voice: str = "en-us", speed: int = 160, pitch: int = 50) -> str:
     """Speak text into a wav file (espeak-ng: speed in words per minute, pitch 0-99)."""
+    check_voice(voice)
     path = os.fspath(path)
     tmp = f"{path}.{os.getpid()}.tmp.wav"
     cmd = [espeak(), "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "-w", tmp, text]
