@@ -8,3 +8,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python -c "import fastsim.native as n; print('CUDA kernels compiled:', n.cuda_compiled())"
 python -m pytest -q -m gpu -rA tests -s 2>&1 | tail -n 60
 python bench/gpu.py
+python bench/analyze_gpu.py
