@@ -217,12 +217,14 @@ def hidden_state_batches(
     batch_size: int = 8,
     do_normalize: bool = True,
     progress: bool = False,
+    all_layers: bool = True,
 ) -> Iterator[Batch]:
     """Run the model over clips (name, 16 kHz wave) and yield each batch's hidden states and mask.
 
     Clips are sorted by length and padded with zeros at the end; the model gets an attention
     mask, and the yielded mask marks each clip's own frames. Models that are not padding-safe get
-    batches of equal-length clips only (see the module docs)."""
+    batches of equal-length clips only (see the module docs). With ``all_layers=False`` the model
+    is not asked for every hidden state: ``Batch.hidden_states`` is ``(last_hidden_state,)``."""
     check_model(model)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -253,11 +255,11 @@ def hidden_state_batches(
             out = model(
                 x.to(dev, dtype),
                 attention_mask=sample_mask.to(dev) if padded else None,
-                output_hidden_states=True,
+                output_hidden_states=all_layers,
                 return_dict=True,
             )
-            states = out.hidden_states
-            if states is None or len(states) != model.config.num_hidden_layers + 1:
+            states = out.hidden_states if all_layers else (out.last_hidden_state,)
+            if all_layers and (states is None or len(states) != model.config.num_hidden_layers + 1):
                 raise ModelError(f"{type(model).__name__} did not return the {model.config.num_hidden_layers + 1} hidden states "
                                  f"(stack input + every layer) that output_hidden_states=True asks for")
             T = states[0].shape[1]
