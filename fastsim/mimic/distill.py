@@ -194,7 +194,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: str, meta: dict[str, Any],
 
 
 def _settings(**kw: Any) -> dict[str, Any]:
-    return kw
+    return json.loads(json.dumps(kw))  # as a checkpoint stores them (tuples become lists)
 
 
 def distill(

@@ -1,0 +1,239 @@
+"""Mimicking layers: network, fused Triton block (interpreter on the CPU), replace_stack, distill."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fastsim.mimic import MimicConfig, MimickingNetwork, distill, parameter_report, replace_stack
+from fastsim.mimic import fused as fused_mod
+from fastsim.mimic.replace import stack_input
+from fastsim.models import hidden_state_batches, random_model
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+VARIANTS = [("wav2vec2", {}), ("wav2vec2", "stable"), ("hubert", {}), ("hubert", "stable"),
+            ("wavlm", {}), ("wavlm", "stable"), ("data2vec-audio", {})]
+STABLE = dict(feat_extract_norm="layer", do_stable_layer_norm=True)
+
+
+def _model(family, kw):
+    return random_model(family, "tiny", **(STABLE if kw == "stable" else kw))
+
+
+def _noise_clips(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=int(rng.integers(8000, 24000))).astype(np.float32) for _ in range(n)]
+
+
+def _randomized(net, std=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if p.dim() == 1 and std == 0 else 0))
+    return net
+
+
+# ---- the network ---------------------------------------------------------------------------------
+
+def test_default_is_the_papers_block_and_counts_parameters():
+    net = MimickingNetwork(dim=768)
+    b = net.blocks[0]
+    assert len(net.blocks) == 1 and b.fc1.out_features == 64 and b.activation == "relu" and b.conv is None
+    assert net.num_parameters() == (768 * 64 + 64) + 2 * 64 + (64 * 768 + 768)
+    assert MimicConfig(dim=8, widths=(4, 4)).resolved_targets(12) == (6, 12)
+    assert MimicConfig(dim=8, widths=(4, 4), targets=(5, -1)).resolved_targets(12) == (5, 12)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(dim=0), "dim"), (dict(dim=8, widths=()), "widths"), (dict(dim=8, activation="elu"), "activation"),
+    (dict(dim=8, context=2), "context"), (dict(dim=8, widths=(4, 4), targets=(3,)), "targets"),
+])
+def test_config_errors_name_the_argument(kw, match):
+    with pytest.raises(ValueError, match=match):
+        MimicConfig(**kw)
+
+
+def test_target_errors():
+    with pytest.raises(ValueError, match="last block"):
+        MimicConfig(dim=8, widths=(4, 4), targets=(2, 3)).resolved_targets(4)
+    with pytest.raises(ValueError, match="outside"):
+        MimicConfig(dim=8, targets=(9,)).resolved_targets(4)
+
+
+def test_padding_does_not_reach_valid_frames_through_the_context():
+    net = _randomized(MimickingNetwork(dim=12, widths=(8,), context=5)).eval()
+    x = torch.randn(1, 20, 12)
+    mask = torch.arange(20)[None] < 13
+    y = torch.cat([x[:, :13], 100 * torch.randn(1, 7, 12)], 1)
+    with torch.no_grad():
+        assert torch.allclose(net(x, mask)[:, :13], net(y, mask)[:, :13], atol=1e-6)
+        assert not torch.allclose(net(x)[:, :13], net(y)[:, :13], atol=1e-3)  # without the mask it would
+
+
+# ---- the fused kernel ----------------------------------------------------------------------------
+
+FUSED_CASES = [
+    dict(dim=48, widths=(20,)),
+    dict(dim=70, widths=(64, 33), activation="gelu", residual=True),
+    dict(dim=40, widths=(16,), context=3, activation="tanh"),
+    dict(dim=33, widths=(17,), activation="silu"),
+]
+
+
+def _tol(ref, dtype):
+    return {torch.float64: 1e-12, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}[dtype] * (1 + ref.abs().max().item())
+
+
+@pytest.mark.parametrize("case", FUSED_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_fused_forward_equals_module_forward(case, dtype):
+    net = _randomized(MimickingNetwork(**case)).eval().to(DEVICE, dtype)
+    x = torch.randn(3, 37, case["dim"], device=DEVICE).to(dtype)
+    mask = torch.arange(37, device=DEVICE)[None] < torch.tensor([37, 20, 5], device=DEVICE)[:, None]
+    with torch.no_grad():
+        ref = net(x, mask, fused=False)
+        out = net(x, mask, fused=True)
+    assert out.dtype == dtype and out.shape == ref.shape
+    err = (out.double() - ref.double()).abs().max().item()
+    assert err <= _tol(ref.double(), dtype), err
+    if dtype == torch.float32:  # the documented bound, and what the interpreter really gives
+        assert err <= 1e-4 * (1 + ref.abs().max().item())
+
+
+def test_fused_dispatch_rules():
+    net = MimickingNetwork(dim=16, widths=(16,))
+    x = torch.randn(2, 5, 16, device=DEVICE)
+    with torch.no_grad():
+        assert not fused_mod.should_fuse(net, x)  # training mode: never
+        net.eval()
+        assert fused_mod.should_fuse(net, x) == (DEVICE == "cuda")
+    net.eval()
+    assert not fused_mod.should_fuse(net, x)  # a gradient is needed
+    with pytest.raises(RuntimeError, match="no backward"):
+        net(x, fused=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_forward_at_base_size_on_gpu(dtype):
+    net = _randomized(MimickingNetwork(dim=768, widths=(64,)), std=0.05).eval().cuda().to(dtype)
+    x = torch.randn(8, 500, 768, device="cuda").to(dtype)
+    with torch.no_grad():
+        ref = net(x, fused=False)
+        out = net(x)  # automatic dispatch: fused on CUDA in eval/no-grad
+        assert fused_mod.should_fuse(net, x)
+    err = (out.double() - ref.double()).abs().max().item()
+    assert err <= _tol(ref.double(), dtype), err
+
+
+# ---- replace_stack -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family, kw", VARIANTS)
+def test_replace_stack_keeps_output_types_and_frame_lengths(family, kw):
+    model = _model(family, kw)
+    mimic = MimickingNetwork(dim=model.config.hidden_size, widths=(16, 8))
+    new = replace_stack(model, mimic)
+    x = torch.randn(2, 12000)
+    am = torch.ones(2, 12000, dtype=torch.long)
+    am[1, 7000:] = 0
+    captured = {}
+    hook = model.encoder.register_forward_pre_hook(
+        lambda m, a, k: captured.__setitem__("x", (a[0] if a else k["hidden_states"]).clone()), with_kwargs=True)
+    with torch.no_grad():
+        ref = model(x, attention_mask=am, output_hidden_states=True)
+        out = new(x, attention_mask=am, output_hidden_states=True)
+        plain = new(x, attention_mask=am)
+        tup = new(x, return_dict=False)
+    hook.remove()
+    assert type(out) is type(ref)
+    assert out.last_hidden_state.shape == ref.last_hidden_state.shape
+    assert len(out.hidden_states) == 3 and plain.hidden_states is None and isinstance(tup, tuple)
+    if getattr(ref, "extract_features", None) is not None:
+        assert torch.equal(out.extract_features, ref.extract_features)
+    # the mimic's input is what the encoder received (the stack input), padding zeroed
+    frames = model._get_feat_extract_output_lengths(torch.tensor([12000, 7000]))
+    valid = torch.arange(out.hidden_states[0].shape[1])[None] < frames[:, None]
+    assert torch.allclose(out.hidden_states[0][valid], captured["x"][valid], atol=1e-6)
+    assert (out.hidden_states[0][~valid] == 0).all()
+    with torch.no_grad():
+        assert torch.allclose(out.last_hidden_state, mimic(out.hidden_states[0], valid), atol=1e-6)
+    assert new._get_feat_extract_output_lengths(torch.tensor([12000])).item() == frames[0].item()
+    # the runner and the probes take it as a model
+    clips = [("a", np.random.default_rng(0).normal(size=9000).astype(np.float32)), ("b", np.ones(5000, np.float32))]
+    batches = list(hidden_state_batches(new, clips, batch_size=2))
+    assert sum(b.mask.sum().item() for b in batches) == sum(model._get_feat_extract_output_lengths(torch.tensor([9000, 5000])).tolist())
+    assert all(len(b.hidden_states) == 3 for b in batches)
+
+
+def test_replace_stack_errors_and_parameter_report():
+    model = _model("wav2vec2", {})
+    with pytest.raises(ValueError, match="hidden size"):
+        replace_stack(model, MimickingNetwork(dim=8))
+    with pytest.raises(TypeError, match="mimic"):
+        replace_stack(model, torch.nn.Linear(32, 32))
+    new = replace_stack(model, MimickingNetwork(dim=32))
+    rep = parameter_report(model, new)
+    stack = sum(p.numel() for p in model.encoder.parameters())
+    extra = model.masked_spec_embed.numel()
+    assert rep.mimicked == rep.teacher - stack - extra + new.mimic.num_parameters()
+    assert 0 < rep.reduction < 1
+
+
+# ---- distill -------------------------------------------------------------------------------------
+
+def test_distillation_lowers_the_loss_substantially():
+    model = _model("wav2vec2", {})
+    r = distill(model, _noise_clips(), sample_rate=16000, steps=60, batch_size=4, progress=False)
+    assert len(r.losses) == 60 and r.targets == (4,)
+    assert r.final() < 0.4 * r.losses[0], (r.losses[0], r.final())
+    # explains most of the targets' variance: better than predicting their mean (1.0)
+    assert r.final(r.unexplained) < 0.6, r.final(r.unexplained)
+
+
+def test_two_block_mimicker_trains_towards_an_intermediate_layer():
+    model = _model("hubert", "stable")
+    r = distill(model, _noise_clips(4), sample_rate=16000, steps=20, batch_size=4, progress=False, cache_targets=True,
+                mimic=MimicConfig(dim=32, widths=(16, 16), targets=(2, -1)), loss="cosine")
+    assert r.targets == (2, 4)
+    assert r.final() < r.losses[0]
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_checkpoints_round_trip_and_resume_exactly(tmp_path, cache):
+    model = _model("wavlm", {})
+    clips = _noise_clips(6)
+    kw = dict(sample_rate=16000, batch_size=4, crop_seconds=0.75, progress=False, cache_targets=cache, checkpoint_every=2)
+    full = distill(model, clips, steps=6, checkpoint_dir=tmp_path / "a", **kw)
+    part = distill(model, clips, steps=3, checkpoint_dir=tmp_path / "b", **kw)
+    assert json.load(open(tmp_path / "b" / "state.json"))["step"] == 3
+    rest = distill(model, clips, steps=6, checkpoint_dir=tmp_path / "b", resume=True, **kw)
+    assert rest.start_step == 3 and len(rest.losses) == 3
+    assert rest.losses == pytest.approx(full.losses[3:], rel=1e-5)
+    assert _same_weights(rest.mimic, full.mimic) or all(
+        torch.allclose(p, q, atol=1e-6) for p, q in zip(rest.mimic.parameters(), full.mimic.parameters()))
+    loaded = MimickingNetwork.load(tmp_path / "a" / "mimic.safetensors")
+    assert _same_weights(loaded, full.mimic) and loaded.config == full.mimic.config
+    assert not _same_weights(part.mimic, full.mimic)
+    with pytest.raises(ValueError, match="lr"):
+        distill(model, clips, steps=6, checkpoint_dir=tmp_path / "b", resume=True, **{**kw, "lr": 1e-2})
+
+
+def test_distill_errors_name_the_argument():
+    model = _model("wav2vec2", {})
+    with pytest.raises(ValueError, match="loss"):
+        distill(model, _noise_clips(1), sample_rate=16000, loss="l1")
+    with pytest.raises(ValueError, match="steps"):
+        distill(model, _noise_clips(1), sample_rate=16000, steps=0)
+    with pytest.raises(ValueError, match="hidden size"):
+        distill(model, _noise_clips(1), sample_rate=16000, mimic=MimicConfig(dim=8))
+    with pytest.raises(ValueError, match="audio"):
+        distill(model, [np.zeros(10, np.float32)], sample_rate=16000)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        distill(model, _noise_clips(1), sample_rate=16000, resume=True)
