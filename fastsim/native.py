@@ -73,3 +73,69 @@ def overlap_all_pairs(lists: torch.Tensor) -> torch.Tensor:
     with torch.cuda.device(lists.device) if lists.device.type == "cuda" else contextlib.nullcontext():
         _C.overlap_all_pairs(lists.data_ptr(), totals.data_ptr(), L, n, k, bits, lists.device.type, _stream(lists.device))
     return totals
+
+
+#: Index of an empty heap slot: every real candidate beats it (see csrc/topk.h).
+EMPTY_INDEX = torch.iinfo(torch.int64).max
+
+
+def topk_state(n: int, count: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Empty running top-`count` heaps for n samples: values -inf, indices EMPTY_INDEX."""
+    if n < 0 or count < 1:
+        raise ValueError(f"need n >= 0 and count >= 1; got n = {n}, count = {count}")
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be float32 or float64; got {dtype}")
+    vals = torch.full((n, count), float("-inf"), dtype=dtype, device=device)
+    idx = torch.full((n, count), EMPTY_INDEX, dtype=torch.int64, device=device)
+    return vals, idx
+
+
+def _check_state(vals: torch.Tensor, idx: torch.Tensor) -> None:
+    if vals.dim() != 2 or idx.shape != vals.shape:
+        raise ValueError(f"vals and idx must be (n, count) of one shape; got {tuple(vals.shape)} and {tuple(idx.shape)}")
+    if vals.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"vals must be float32 or float64; got {vals.dtype}")
+    if idx.dtype != torch.int64:
+        raise TypeError(f"idx must be int64; got {idx.dtype}")
+    if not (vals.is_contiguous() and idx.is_contiguous()):
+        raise ValueError("vals and idx must be contiguous (they are updated in place)")
+    if vals.device != idx.device:
+        raise ValueError("vals and idx must be on one device")
+
+
+def topk_tile(tile: torch.Tensor, row0: int, col0: int, vals: torch.Tensor, idx: torch.Tensor, col_side_begin: int | None = None) -> None:
+    """Feed the similarity tile S[i, j] = sim(row0 + i, col0 + j) to the running heaps in place:
+    to the heaps of its rows (self excluded) and, for columns j >= col_side_begin, to the heaps of
+    samples col0 + j (default: no column side). Ties go to the smaller index (csrc/topk.h)."""
+    _check_state(vals, idx)
+    if tile.dim() != 2 or tile.dtype != vals.dtype or tile.device != vals.device:
+        raise ValueError(f"tile must be a 2-D {vals.dtype} tensor on {vals.device}; got {tuple(tile.shape)} {tile.dtype} on {tile.device}")
+    rows, cols = tile.shape
+    if (cols > 1 and tile.stride(1) != 1) or (rows > 1 and tile.stride(0) < cols):
+        tile = tile.contiguous()
+    ld = tile.stride(0) if rows > 1 else cols
+    require(tile.device)
+    n, count = vals.shape
+    if not (0 <= row0 and row0 + rows <= n and 0 <= col0 and col0 + cols <= n):
+        raise ValueError(f"tile rows [{row0}, {row0 + rows}) and columns [{col0}, {col0 + cols}) must lie within [0, {n})")
+    begin = cols if col_side_begin is None else int(col_side_begin)
+    with torch.cuda.device(tile.device) if tile.device.type == "cuda" else contextlib.nullcontext():
+        _C.topk_tile(
+            tile.data_ptr(), ld, rows, cols, row0, col0, begin, vals.data_ptr(), idx.data_ptr(),
+            n, count, 32 if vals.dtype == torch.float32 else 64, tile.device.type, _stream(tile.device),
+        )
+
+
+def topk_sort(vals: torch.Tensor, idx: torch.Tensor) -> None:
+    """Order every heap best first in place: value descending, then index ascending."""
+    _check_state(vals, idx)
+    require(vals.device)
+    if vals.device.type == "cuda":
+        order = torch.sort(idx, dim=1, stable=True).indices
+        v, i = torch.gather(vals, 1, order), torch.gather(idx, 1, order)
+        order = torch.sort(v, dim=1, descending=True, stable=True).indices
+        vals.copy_(torch.gather(v, 1, order))
+        idx.copy_(torch.gather(i, 1, order))
+        return
+    n, count = vals.shape
+    _C.topk_sort(vals.data_ptr(), idx.data_ptr(), n, count, 32 if vals.dtype == torch.float32 else 64)

@@ -24,6 +24,7 @@ reduced precision pushed it out of the k + margin candidates.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import native, options
@@ -31,17 +32,30 @@ from .torch_cosine import unit_rows
 from .torch_moments import pow2_exponents, times_pow2
 
 
-def _row_scales64(x: torch.Tensor) -> torch.Tensor:
-    """float64 (n, 2): per row the exponent of a power of two that brings its peak near 1, and the
-    norm of the row times it. The scaling is exact, so similarities (y_i . y_j) / (|y_i| |y_j|) of the scaled rows y
-    are what fastsim.reference computes, equal vectors give bit-identical similarities, and squares
-    cannot underflow."""
-    out = torch.empty(x.shape[0], 2, dtype=torch.float64, device=x.device)
-    for s, e in options.row_chunks(x.shape[0], x.shape[1] * 8):
+def _prepare(x: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(units, scales): the unit rows in the compute dtype `dt`, and float64 (n, 2) scales: per
+    row the exponent of a power of two that brings its peak near 1, and the norm of the row times
+    it. The scaling is exact, so similarities (y_i . y_j) / (|y_i| |y_j|) of the scaled rows y are
+    what fastsim.reference computes, equal vectors give bit-identical similarities, and squares
+    cannot underflow.
+
+    For float32 the unit rows are y / |y| formed in float64 and rounded once to float32, so each
+    component is within one float32 rounding of the exact unit vector's (what
+    ``approximation_bound`` assumes); zero rows stay zero."""
+    n, d = x.shape
+    units = torch.empty(x.shape, dtype=dt, device=x.device)
+    scales = torch.empty(n, 2, dtype=torch.float64, device=x.device)
+    for s, e in options.row_chunks(n, max(d, 1) * 8 * 3):
         c = x[s:e].double()
-        out[s:e, 0] = -pow2_exponents(c.abs().amax(1)).double()
-        out[s:e, 1] = times_pow2(c, out[s:e, 0]).square().sum(1).sqrt()
-    return out
+        scales[s:e, 0] = -pow2_exponents(c.abs().amax(1)).double()
+        y = times_pow2(c, scales[s:e, 0])
+        norm = y.square().sum(1).sqrt()
+        scales[s:e, 1] = norm
+        if dt == torch.float64:
+            units[s:e] = unit_rows(x[s:e], dt)[0]
+        else:
+            units[s:e] = y.div_(torch.where(norm > 0, norm, torch.ones_like(norm))[:, None])
+    return units, scales
 
 
 def _scaled(x: torch.Tensor, scales: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -85,13 +99,6 @@ def _exact_top_k(x, scales, rows, cand, k):
             v, ci = torch.cat([best_v, v], 1), torch.cat([best_i, ci], 1)
         best_v, best_i = _best_k(v, ci, k)
     return best_v, best_i
-
-
-def _unit_rows(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
-    out = torch.empty(x.shape, dtype=dt, device=x.device)
-    for s, e in options.row_chunks(x.shape[0], x.shape[1] * 8):
-        out[s:e] = unit_rows(x[s:e], dt)[0]
-    return out
 
 
 def _candidates(units: torch.Tensor, rows: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,34 +145,102 @@ def _symmetric_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor
     return best_v, torch.gather(best_i, 1, order)
 
 
+def _tile_shape(n: int, itemsize: int, device: torch.device) -> tuple[int, int]:
+    """(rows, columns) of the similarity tiles fed to the compiled k-selection.
+
+    Short, wide tiles: the diagonal part of each row block, computed in full, costs n * rows / 2
+    extra similarities in all (2 % at n = 50 000 on the CPU), and a wide tile gives the column
+    side many independent columns (one GPU thread each) and the GEMM a good shape. On the CPU a
+    tile stays small enough to be re-read from cache by the two selection passes."""
+    if device.type == "cuda":
+        cols = min(n, 65536)
+        rows = max(256, min(4096, options.CHUNK_BYTES // (cols * itemsize)))
+    else:
+        cols = min(n, 8192)
+        rows = max(64, min(1024, options.CHUNK_BYTES // (cols * itemsize)))
+    return min(rows, n), cols
+
+
+def _native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Approximate top-`count` (values, indices) of every row, self excluded, best first (ties to
+    the smaller index), by the compiled k-selection of fastsim._C (csrc/topk_*.{cpp,cu}).
+
+    Row block [s, e) meets the columns [s, n) in tiles. A tile's rows take every similarity in it;
+    the columns past the row block (c >= e) also take it down the column, so each similarity of a
+    pair in different row blocks is computed once and serves both samples (half the matmul).
+    On the CPU the tiles are multiplied by NumPy's BLAS into one reused buffer (no page faults
+    from fresh allocations; OpenBLAS's sgemm is the faster one on the machines measured)."""
+    n = units.shape[0]
+    rows, cols = _tile_shape(n, units.element_size(), units.device)
+    vals, idx = native.topk_state(n, count, units.dtype, units.device)
+    buf = torch.empty(rows * cols, dtype=units.dtype, device=units.device)
+    cpu = units.device.type == "cpu"
+    u_np = units.numpy() if cpu else None
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        for c0 in range(s, n, cols):
+            c1 = min(n, c0 + cols)
+            tile = buf[: (e - s) * (c1 - c0)].view(e - s, c1 - c0)
+            if cpu:
+                np.matmul(u_np[s:e], u_np[c0:c1].T, out=tile.numpy())
+            else:
+                torch.matmul(units[s:e], units[c0:c1].T, out=tile)
+            native.topk_tile(tile, s, c0, vals, idx, col_side_begin=max(0, e - c0))
+    native.topk_sort(vals, idx)
+    return vals, idx
+
+
 def approximation_bound(d: int, dt: torch.dtype, precision: str) -> float:
-    """Bound on |approximate - exact| cosine similarity: accumulation of d products in `dt` by
-    the matmul pass and in float64 by the exact recomputation, plus, for float32 at
-    "high"/"medium", the TF32/bf16 rounding of both operands."""
-    operand = 0.0
-    if dt == torch.float32:
-        operand = {"highest": 0.0, "high": 2.0**-11, "medium": 2.0**-8}[precision]
-    eps = torch.finfo(dt).eps + torch.finfo(torch.float64).eps
-    return 2.2 * ((d + 3) * eps + 2 * operand)
+    """tol >= |approximate - reference| cosine similarity, where "approximate" is a matmul of the
+    unit rows from ``_prepare`` in `dt` and "reference" is the float64 value of
+    ``fastsim.reference`` (or of the exact re-rank).
+
+    float32 (u = 2**-24, u64 = 2**-53): every unit-row component is the exact unit vector's
+    component times (1 + r), |r| <= rho = u + 2 (d + 4) u64 (float64 norm and division, one
+    rounding to float32), compounded with the TF32 (2**-11) or bf16 (2**-8) operand rounding at
+    "high"/"medium". By Cauchy-Schwarz, perturbing both operands moves the dot product by at most
+    (1 + rho)^2 - 1; accumulating d products in float32, in any order, adds at most
+    gamma_d (1 + rho)^2 with gamma_d = d u / (1 - d u) (Higham, Thm 3.5 / 3.4 for blocked sums);
+    subnormal components add at most d 2**-120; the reference itself is within 2 (d + 4) u64 of
+    the true cosine. The sum, times 1.01. About 4.6e-5 at d = 768, a quarter of the older
+    blanket 2.2 (d + 3) eps bound, so fewer rows need the float64 re-rank.
+
+    float64 (units from a float64 norm and division): the blanket bound 2.2 (d + 3) 2 eps_64."""
+    if dt != torch.float32:
+        return 2.2 * (d + 3) * 2 * torch.finfo(torch.float64).eps
+    u, u64 = 2.0**-24, 2.0**-53
+    operand = {"highest": 0.0, "high": 2.0**-11, "medium": 2.0**-8}[precision]
+    rho = (1 + u + 2 * (d + 4) * u64) * (1 + operand) - 1
+    grow = (1 + rho) ** 2
+    gamma = d * u / (1 - d * u)
+    return 1.01 * (gamma * grow + (grow - 1) + 2 * (d + 4) * u64 + d * 2.0**-120)
 
 
-def knn_indices(x: torch.Tensor, k: int, *, precision: str, margin: int | None = None) -> torch.Tensor:
+def knn_indices(
+    x: torch.Tensor, k: int, *, precision: str, margin: int | None = None, use_native: bool = False
+) -> torch.Tensor:
     """int64 (n, k): each sample's k most cosine-similar other samples, most similar first (the
-    order of neighbours within rounding of each other follows the approximate values)."""
+    order of neighbours within rounding of each other follows the approximate values).
+
+    use_native: take the approximate candidates from the compiled k-selection in fastsim._C
+    (C++ on the CPU, CUDA on the GPU) instead of torch.topk over the blocks; the exactness steps
+    after it are the same."""
     n, d = x.shape
     dt = options.compute_dtype([x])
     margin = max(16, k) if margin is None else margin
     tol = approximation_bound(d, dt, precision)
     check = precision == "highest"
-    units = _unit_rows(x, dt)
-    scales = _row_scales64(x)
+    units, scales = _prepare(x, dt)
     out = torch.empty(n, k, dtype=torch.int64, device=x.device)
     # Row blocks for the re-rank, bounded by the gathered float64 candidates and by the (b x n)
     # similarity rows of the rare widened searches.
     bytes_per_row = max(n * units.element_size() * 3, 2 * (k + margin) * d * 8 * 3)
     with options.matmul_precision(precision):
         first_count = min(n - 1, k + margin)
-        first_approx, first_cand = _symmetric_candidates(units, first_count)
+        if use_native:
+            first_approx, first_cand = _native_candidates(units, first_count)
+        else:
+            first_approx, first_cand = _symmetric_candidates(units, first_count)
         for s, e in options.row_chunks(n, bytes_per_row):
             pending = torch.arange(s, e, device=x.device)
             count = first_count
@@ -216,6 +291,6 @@ def mutual_knn_matrix(layers: list[torch.Tensor], *, k: int, precision: str, use
     """(L, L) mutual-kNN alignment: neighbour lists once per layer, then every pair's overlap."""
     dt = options.compute_dtype(layers)
     n = layers[0].shape[0]
-    lists = torch.stack([knn_indices(x, k, precision=precision) for x in layers])
+    lists = torch.stack([knn_indices(x, k, precision=precision, use_native=use_native) for x in layers])
     totals = overlap_totals(lists, use_native)
     return (totals.double() / (n * k)).to(dt)

@@ -1,0 +1,42 @@
+// Running top-k selection over similarity tiles (exact k-nearest neighbours).
+//
+// State: for every sample r a heap of `count` (value, index) entries, stored in two dense
+// row-major (n, count) buffers `vals` and `idx`. Each heap is a min-heap under the order
+//
+//     (v, i) is better than (w, j)  <=>  v > w  or  (v == w and i < j)
+//
+// (larger similarity first, ties to the smaller index), so its root is the worst kept entry and
+// a candidate enters only when it is better than the root. Initialise vals to -inf and idx to
+// INT64_MAX (fastsim/native.py does): every real candidate beats such a slot, and the result does
+// not depend on the order in which tiles are fed. NaN values never enter.
+//
+// A tile is a dense block S[i, j] = sim(row0 + i, col0 + j), i < rows, j < cols, row stride ld.
+// topk_tile_* feeds it to
+//   * the heaps of its rows (every j, except the sample itself, row0 + i == col0 + j), and
+//   * the heaps of its columns col0 + j for j >= col_side_begin (S read down the columns, i.e.
+//     the transposed block: a symmetric similarity computed once serves both samples).
+// The caller must feed each unordered pair {r, c} to r's heap and to c's heap once each.
+//
+// topk_sort_cpu orders every heap best first (value descending, then index ascending); on the GPU
+// fastsim/native.py orders them with two stable torch sorts.
+#pragma once
+
+#include <cstdint>
+
+namespace fastsim {
+
+template <typename T>
+void topk_tile_cpu(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
+                   int64_t col_side_begin, T* vals, int64_t* idx, int64_t count);
+
+template <typename T>
+void topk_sort_cpu(T* vals, int64_t* idx, int64_t n, int64_t count);
+
+#ifdef FASTSIM_WITH_CUDA
+// Device pointers; work is queued on `stream` (a cudaStream_t as an integer).
+template <typename T>
+void topk_tile_cuda(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
+                    int64_t col_side_begin, T* vals, int64_t* idx, int64_t count, std::uintptr_t stream);
+#endif
+
+}  // namespace fastsim

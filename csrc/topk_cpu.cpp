@@ -1,0 +1,281 @@
+// CPU running top-k over similarity tiles (see topk.h). OpenMP: the row side splits the tile's
+// rows between threads, the column side splits its columns, so no two threads share a heap.
+//
+// The scan is a threshold filter: each heap's root value is the bar a candidate must reach
+// (v >= bar, equality for the index tie-break), tested 16 values at a time with a branch-free OR
+// that the compiler vectorises; the rare hits go through the full (value, index) comparison and a
+// sift-down. After the first few tiles almost nothing passes, so the cost is one read of the tile
+// per side.
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "topk.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fastsim {
+namespace {
+
+template <typename T>
+inline bool better(T v, int64_t i, T w, int64_t j) {
+  return v > w || (v == w && i < j);
+}
+
+// Replace the root of the min-heap (hv, hi) of size m by (v, c) and restore the heap order.
+template <typename T>
+inline void replace_root(T* hv, int64_t* hi, int64_t m, T v, int64_t c) {
+  int64_t p = 0;
+  for (;;) {
+    int64_t child = 2 * p + 1;
+    if (child >= m) break;
+    // the worse child
+    if (child + 1 < m && better(hv[child], hi[child], hv[child + 1], hi[child + 1])) ++child;
+    if (!better(v, c, hv[child], hi[child])) break;  // (v, c) is no better than the worse child: stop here
+    hv[p] = hv[child];
+    hi[p] = hi[child];
+    p = child;
+  }
+  hv[p] = v;
+  hi[p] = c;
+}
+
+template <typename T>
+inline void offer(T* hv, int64_t* hi, int64_t m, T v, int64_t c) {
+  if (better(v, c, hv[0], hi[0])) replace_root(hv, hi, m, v, c);
+}
+
+constexpr int64_t kLanes = 16;
+
+// ---- Scans of one tile row (row side) or one row segment against per-column bars (column side).
+// Portable versions; AVX-512 versions below are picked at run time where the CPU has it.
+
+template <typename T>
+void row_scan_generic(const T* s, int64_t cols, int64_t col0, int64_t r, T* hv, int64_t* hi, int64_t count) {
+  T bar = hv[0];
+  int64_t j = 0;
+  for (; j + kLanes <= cols; j += kLanes) {
+    int hit = 0;
+    for (int64_t u = 0; u < kLanes; ++u) hit |= s[j + u] >= bar;
+    if (!hit) continue;
+    for (int64_t u = 0; u < kLanes; ++u) {
+      if (s[j + u] >= bar && col0 + j + u != r) {
+        offer(hv, hi, count, s[j + u], col0 + j + u);
+        bar = hv[0];
+      }
+    }
+  }
+  for (; j < cols; ++j) {
+    if (s[j] >= bar && col0 + j != r) {
+      offer(hv, hi, count, s[j], col0 + j);
+      bar = hv[0];
+    }
+  }
+}
+
+// Columns [ja, jb) of one tile row (sample r); bar[j - ja] is column col0 + j's bar.
+template <typename T>
+void column_scan_generic(const T* s, int64_t ja, int64_t jb, int64_t col0, int64_t r, T* bar, T* vals, int64_t* idx,
+                         int64_t count) {
+  for (int64_t j = ja; j < jb; j += kLanes) {
+    const int64_t lanes = std::min(kLanes, jb - j);
+    const T* b = bar + (j - ja);
+    int hit = 0;
+    for (int64_t u = 0; u < lanes; ++u) hit |= s[j + u] >= b[u];
+    if (!hit) continue;
+    for (int64_t u = 0; u < lanes; ++u) {
+      const int64_t c = col0 + j + u;
+      if (s[j + u] >= b[u] && c != r) {
+        offer(vals + c * count, idx + c * count, count, s[j + u], r);
+        bar[j + u - ja] = vals[c * count];
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FASTSIM_AVX512 1
+// 64 values per test: four 16-float (or eight 8-double) compares OR-ed into one mask.
+__attribute__((target("avx512f"))) void row_scan_avx512(const float* s, int64_t cols, int64_t col0, int64_t r,
+                                                        float* hv, int64_t* hi, int64_t count) {
+  float bar = hv[0];
+  int64_t j = 0;
+  for (; j + 64 <= cols; j += 64) {
+    const __m512 b = _mm512_set1_ps(bar);
+    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), b, _CMP_GE_OQ) |
+                        _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 16), b, _CMP_GE_OQ) |
+                        _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 32), b, _CMP_GE_OQ) |
+                        _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 48), b, _CMP_GE_OQ);
+    if (!m) continue;
+    for (int64_t u = 0; u < 64; ++u) {
+      if (s[j + u] >= bar && col0 + j + u != r) {
+        offer(hv, hi, count, s[j + u], col0 + j + u);
+        bar = hv[0];
+      }
+    }
+  }
+  row_scan_generic(s + j, cols - j, col0 + j, r, hv, hi, count);
+}
+
+__attribute__((target("avx512f"))) void row_scan_avx512(const double* s, int64_t cols, int64_t col0, int64_t r,
+                                                        double* hv, int64_t* hi, int64_t count) {
+  double bar = hv[0];
+  int64_t j = 0;
+  for (; j + 32 <= cols; j += 32) {
+    const __m512d b = _mm512_set1_pd(bar);
+    const __mmask8 m = _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j), b, _CMP_GE_OQ) |
+                       _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j + 8), b, _CMP_GE_OQ) |
+                       _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j + 16), b, _CMP_GE_OQ) |
+                       _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j + 24), b, _CMP_GE_OQ);
+    if (!m) continue;
+    for (int64_t u = 0; u < 32; ++u) {
+      if (s[j + u] >= bar && col0 + j + u != r) {
+        offer(hv, hi, count, s[j + u], col0 + j + u);
+        bar = hv[0];
+      }
+    }
+  }
+  row_scan_generic(s + j, cols - j, col0 + j, r, hv, hi, count);
+}
+
+__attribute__((target("avx512f"))) void column_scan_avx512(const float* s, int64_t ja, int64_t jb, int64_t col0,
+                                                           int64_t r, float* bar, float* vals, int64_t* idx,
+                                                           int64_t count) {
+  int64_t j = ja;
+  for (; j + 16 <= jb; j += 16) {
+    const __mmask16 m =
+        _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), _mm512_loadu_ps(bar + (j - ja)), _CMP_GE_OQ);
+    if (!m) continue;
+    for (int64_t u = 0; u < 16; ++u) {
+      const int64_t c = col0 + j + u;
+      if (s[j + u] >= bar[j + u - ja] && c != r) {
+        offer(vals + c * count, idx + c * count, count, s[j + u], r);
+        bar[j + u - ja] = vals[c * count];
+      }
+    }
+  }
+  if (j < jb) column_scan_generic(s, j, jb, col0, r, bar + (j - ja), vals, idx, count);
+}
+
+__attribute__((target("avx512f"))) void column_scan_avx512(const double* s, int64_t ja, int64_t jb, int64_t col0,
+                                                           int64_t r, double* bar, double* vals, int64_t* idx,
+                                                           int64_t count) {
+  int64_t j = ja;
+  for (; j + 8 <= jb; j += 8) {
+    const __mmask8 m = _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j), _mm512_loadu_pd(bar + (j - ja)), _CMP_GE_OQ);
+    if (!m) continue;
+    for (int64_t u = 0; u < 8; ++u) {
+      const int64_t c = col0 + j + u;
+      if (s[j + u] >= bar[j + u - ja] && c != r) {
+        offer(vals + c * count, idx + c * count, count, s[j + u], r);
+        bar[j + u - ja] = vals[c * count];
+      }
+    }
+  }
+  if (j < jb) column_scan_generic(s, j, jb, col0, r, bar + (j - ja), vals, idx, count);
+}
+
+bool use_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+#endif
+
+template <typename T>
+void row_side(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0, T* vals,
+              int64_t* idx, int64_t count) {
+#ifdef FASTSIM_AVX512
+  const bool wide = use_avx512();
+#endif
+#pragma omp for schedule(static)
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t r = row0 + i;
+#ifdef FASTSIM_AVX512
+    if (wide) {
+      row_scan_avx512(tile + i * ld, cols, col0, r, vals + r * count, idx + r * count, count);
+      continue;
+    }
+#endif
+    row_scan_generic(tile + i * ld, cols, col0, r, vals + r * count, idx + r * count, count);
+  }
+}
+
+template <typename T>
+void column_side(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
+                 int64_t begin, T* vals, int64_t* idx, int64_t count) {
+  int threads = 1, me = 0;
+#ifdef _OPENMP
+  threads = omp_get_num_threads();
+  me = omp_get_thread_num();
+#endif
+  // This thread's column range, in whole groups of kLanes.
+  const int64_t groups = (cols - begin + kLanes - 1) / kLanes;
+  const int64_t ja = begin + groups * me / threads * kLanes;
+  const int64_t jb = std::min(cols, begin + groups * (me + 1) / threads * kLanes);
+  if (ja >= jb) return;
+  std::vector<T> bar(static_cast<size_t>(jb - ja));
+  for (int64_t j = ja; j < jb; ++j) bar[j - ja] = vals[(col0 + j) * count];
+#ifdef FASTSIM_AVX512
+  if (use_avx512()) {
+    for (int64_t i = 0; i < rows; ++i)
+      column_scan_avx512(tile + i * ld, ja, jb, col0, row0 + i, bar.data(), vals, idx, count);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < rows; ++i)
+    column_scan_generic(tile + i * ld, ja, jb, col0, row0 + i, bar.data(), vals, idx, count);
+}
+
+}  // namespace
+
+template <typename T>
+void topk_tile_cpu(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
+                   int64_t col_side_begin, T* vals, int64_t* idx, int64_t count) {
+  if (rows <= 0 || cols <= 0) return;
+  const int64_t begin = std::max<int64_t>(0, col_side_begin);
+#pragma omp parallel
+  {
+    row_side(tile, ld, rows, cols, row0, col0, vals, idx, count);  // ends with the omp-for barrier
+    if (begin < cols) column_side(tile, ld, rows, cols, row0, col0, begin, vals, idx, count);
+  }
+}
+
+template <typename T>
+void topk_sort_cpu(T* vals, int64_t* idx, int64_t n, int64_t count) {
+#pragma omp parallel
+  {
+    std::vector<int64_t> order(static_cast<size_t>(count));
+    std::vector<T> v(static_cast<size_t>(count));
+    std::vector<int64_t> ix(static_cast<size_t>(count));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < n; ++r) {
+      T* hv = vals + r * count;
+      int64_t* hi = idx + r * count;
+      std::iota(order.begin(), order.end(), int64_t{0});
+      std::sort(order.begin(), order.end(),
+                [&](int64_t a, int64_t b) { return better(hv[a], hi[a], hv[b], hi[b]); });
+      for (int64_t p = 0; p < count; ++p) {
+        v[p] = hv[order[p]];
+        ix[p] = hi[order[p]];
+      }
+      std::copy(v.begin(), v.end(), hv);
+      std::copy(ix.begin(), ix.end(), hi);
+    }
+  }
+}
+
+template void topk_tile_cpu<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
+                                   int64_t*, int64_t);
+template void topk_tile_cpu<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double*,
+                                    int64_t*, int64_t);
+template void topk_sort_cpu<float>(float*, int64_t*, int64_t, int64_t);
+template void topk_sort_cpu<double>(double*, int64_t*, int64_t, int64_t);
+
+}  // namespace fastsim
