@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--k", type=int, default=10, help="neighbours for mutual kNN")
     demo.add_argument("--seed", type=int, default=0)
     sub.add_parser("info", help="versions and which backends can run here")
+    from .prune import command as prune_command
+
+    prune_command.add_parser(sub)
     an = sub.add_parser(
         "analyze",
         help="layer-by-layer similarity of a speech encoder: matrices, heatmaps, blocks",
@@ -166,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     an.add_argument("--strict", action="store_true", help="stop at the first bad audio file instead of skipping it")
     an.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.command == "prune":
+        return prune_command.run(args)
     if args.command == "info":
         return _info()
     if args.command == "analyze":

@@ -1,0 +1,16 @@
+"""Pruning without post-training: take transformer layers out of a model and measure what is left.
+
+* ``skip_layers(model, layers)`` — a context manager: the model runs without those layers, no
+  weight copied or moved, restored exactly on exit (``hooks``).
+* ``remove_layers(model, layers)`` — the same for good, config updated (``hooks``).
+* ``plan(similarity, n_remove, strategy)`` — which layers to remove (``plans``; ``STRATEGIES``).
+* ``sweep(model, strategies, levels, probe_task)`` — linear-probe accuracy, parameters and
+  inference time against layers removed (``sweep``, ``probes``).
+* ``fastsim prune`` — the command (``command``).
+"""
+
+from .hooks import kept_layers, remove_layers, skip_layers
+from .plans import STRATEGIES, plan
+from .sweep import SweepResult, sweep
+
+__all__ = ["skip_layers", "remove_layers", "kept_layers", "plan", "sweep", "SweepResult", "STRATEGIES"]
