@@ -7,7 +7,7 @@
 """
 
 from . import reference
-from .metrics import cka, cosine, mutual_knn, similarity_matrix
+from .metrics import cka, cknna, cosine, mutual_knn, similarity_matrix
 from .options import DegenerateWarning
 from .layer_similarity import LayerSimilarity
 from .streaming import StreamingCKA
@@ -18,6 +18,7 @@ __all__ = [
     "cka",
     "cosine",
     "mutual_knn",
+    "cknna",
     "similarity_matrix",
     "StreamingCKA",
     "LayerSimilarity",

@@ -15,23 +15,24 @@ import torch
 
 from . import native
 from ._inputs import prepare, split_layers, to_origin
-from .backends import torch_cka, torch_cosine, torch_knn, triton_cka, triton_cosine
+from .backends import torch_cka, torch_cknna, torch_cosine, torch_knn, triton_cka, triton_cosine
 from .options import BACKENDS, KERNELS, PRECISIONS, check_choice
 
-METRICS = ("cka", "cosine", "mutual_knn")
+METRICS = ("cka", "cosine", "mutual_knn", "cknna")
 
 #: Backends that implement each metric; "auto" takes the first that can run.
 IMPLEMENTED = {
     "cka": ("torch", "triton"),
     "cosine": ("torch", "triton"),
     "mutual_knn": ("cuda", "torch"),
+    "cknna": ("cuda", "torch"),
 }
 
 
 def _resolve_backend(metric: str, backend: str, device: torch.device) -> str:
     check_choice("backend", backend, BACKENDS)
     if backend == "auto":
-        if metric == "mutual_knn" and native.available() and (
+        if metric in ("mutual_knn", "cknna") and native.available() and (
             device.type == "cpu" or (device.type == "cuda" and native.cuda_compiled())
         ):
             return "cuda"
@@ -92,6 +93,8 @@ def _matrix(metric: str, tensors: list[torch.Tensor], backend: str, precision: s
         if backend == "triton":
             return triton_cosine.cosine_matrix(tensors)
         return torch_cosine.cosine_matrix(tensors, precision=precision)
+    if metric == "cknna":
+        return torch_cknna.cknna_matrix(tensors, precision=precision, use_native=backend == "cuda", **opts)
     return torch_knn.mutual_knn_matrix(tensors, precision=precision, use_native=backend == "cuda", **opts)
 
 
@@ -156,10 +159,36 @@ def mutual_knn(
     return to_origin(m[0, 1], origin)
 
 
+def cknna(
+    a: Any, b: Any, *, k: int = 10, backend: str = "auto", precision: str = "highest", check_finite: bool = True
+) -> Any:
+    """CKNNA (Huh et al. 2024, "The Platonic Representation Hypothesis"): centered kernel
+    alignment restricted to mutual nearest neighbours, in [-1, 1] (1 for identical neighbour
+    structure).
+
+    With the cosine kernels K (of a) and L (of b), M_K[i, j] = [j is one of i's k nearest
+    neighbours in a] (self excluded, ties to the smaller index), M_L likewise in b, and
+    M = M_K * M_L: HSIC_1(M*K, M*L) / sqrt(HSIC_1(M_K*K, M_K*K) HSIC_1(M_L*L, M_L*L)), HSIC_1 the
+    unbiased estimator. This is platonic-rep's ``cknna`` with its defaults (unbiased, not
+    distance-agnostic) on unit rows, except that fastsim adds no 1e-6 to the denominator; see
+    ``fastsim.reference.cknna``. Needs n >= 4. Returns NaN (with a DegenerateWarning) when a self
+    term is <= 0. Memory O(n k): the masked sums run over the neighbour lists.
+    """
+    _check_flag("check_finite", check_finite)
+    (ta, tb), origin = prepare([("a", a), ("b", b)], finite=check_finite)
+    _check_n("cknna", ta.shape[0], 4, " (the unbiased HSIC estimator divides by n - 3)")
+    k = _check_k(k, ta.shape[0])
+    check_choice("precision", precision, PRECISIONS)
+    chosen = _resolve_backend("cknna", backend, origin.device)
+    m = _matrix("cknna", [ta, tb], chosen, precision, k=k)
+    return to_origin(m[0, 1], origin)
+
+
 _METRIC_OPTIONS = {
     "cka": ("kernel", "sigma", "debiased"),
     "cosine": (),
     "mutual_knn": ("k",),
+    "cknna": ("k",),
 }
 
 
@@ -172,12 +201,12 @@ def similarity_matrix(
     check_finite: bool = True,
     **options: Any,
 ) -> Any:
-    """The (L, L) matrix of `metric` ("cka", "cosine" or "mutual_knn") over every pair of layers.
+    """The (L, L) matrix of `metric` ("cka", "cosine", "mutual_knn" or "cknna") over every pair of layers.
 
     layers: a list/tuple of (n, d_l) arrays or one (L, n, d) array. options: the metric's own
-    keyword options (cka: kernel, sigma, debiased; mutual_knn: k). Work is shared across pairs:
+    keyword options (cka: kernel, sigma, debiased; mutual_knn, cknna: k). Work is shared across pairs:
     one stacked cross-covariance or one pass over each layer's kernel blocks for CKA, one pass
-    over the data for cosine, one neighbour search per layer for mutual kNN.
+    over the data for cosine, one neighbour search per layer for mutual kNN and CKNNA.
     """
     check_choice("metric", metric, METRICS)
     for key in options:
@@ -192,7 +221,9 @@ def similarity_matrix(
     if metric == "cka":
         opts = {"kernel": "linear", "sigma": None, "debiased": False, **options}
         _check_cka_options(opts["kernel"], opts["sigma"], opts["debiased"], n)
-    elif metric == "mutual_knn":
+    elif metric in ("mutual_knn", "cknna"):
+        if metric == "cknna":
+            _check_n("cknna", n, 4, " (the unbiased HSIC estimator divides by n - 3)")
         opts = {"k": _check_k(options.get("k", 10), n)}
     else:
         _check_n("cosine", n, 1)

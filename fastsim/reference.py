@@ -26,6 +26,13 @@ Centering matrix ``H = I - 11^T / n``.
 * Mutual kNN (Huh et al. 2024): N_a(i) are the k samples j != i with the largest cosine
   similarity cos(a_i, a_j) (a zero vector has similarity 0 with everything), ties broken by the
   smaller index j; the score is the mean over i of |N_a(i) & N_b(i)| / k.
+* CKNNA (Huh et al. 2024, platonic-rep's ``cknna`` with its defaults ``unbiased=True``,
+  ``distance_agnostic=False``, on unit rows): with the cosine kernels K, L and the 0/1 masks
+  M_K[i, j] = [j in N_a(i)], M_L[i, j] = [j in N_b(i)] (the kNN sets above, self excluded, ties to
+  the smaller index) and M = M_K * M_L (directed: row i's shared neighbours),
+  ``CKNNA = HSIC_1(M*K, M*L) / sqrt(HSIC_1(M_K*K, M_K*K) HSIC_1(M_L*L, M_L*L))`` with HSIC_1 as
+  above (the masked kernels are not symmetric; the trace term is tr(K~ L~)). platonic-rep adds
+  1e-6 to the denominator; fastsim does not, and returns NaN where a self term is <= 0.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ __all__ = [
     "cosine",
     "knn_indices",
     "mutual_knn",
+    "cknna",
     "similarity_matrix",
 ]
 
@@ -200,8 +208,31 @@ def mutual_knn(a: Any, b: Any, k: int = 10) -> float:
     return float(np.mean(shared) / k)
 
 
+def _knn_mask(x: np.ndarray, k: int) -> np.ndarray:
+    n = x.shape[0]
+    mask = np.zeros((n, n))
+    mask[np.arange(n)[:, None], knn_indices(x, k)] = 1.0
+    return mask
+
+
+def cknna(a: Any, b: Any, k: int = 10) -> float:
+    """CKNNA (Huh et al. 2024): unbiased HSIC of the cosine kernels restricted to the mutual kNN
+    pairs, normalised by the self terms (see the module docstring); NaN where a self term <= 0."""
+    a, b = _as64(a), _as64(b)
+    if a.shape[0] < 4:
+        raise ValueError(f"cknna uses the unbiased HSIC estimator and needs n >= 4 samples; got {a.shape[0]}")
+    K, L = cosine_similarities(a), cosine_similarities(b)
+    mk, ml = _knn_mask(a, k), _knn_mask(b, k)
+    m = mk * ml
+    kk = hsic(mk * K, mk * K, debiased=True)
+    ll = hsic(ml * L, ml * L, debiased=True)
+    if not (kk > 0 and ll > 0):
+        return float("nan")
+    return float(hsic(m * K, m * L, debiased=True) / np.sqrt(kk * ll))
+
+
 def similarity_matrix(layers: Sequence[Any], metric: str, **options: Any) -> np.ndarray:
-    """The (L, L) matrix of `metric` ("cka", "cosine" or "mutual_knn") over all layer pairs.
+    """The (L, L) matrix of `metric` ("cka", "cosine", "mutual_knn" or "cknna") over all layer pairs.
 
     Entry (i, j) is ``metric(layers[i], layers[j], **options)``; for CKA each layer's kernel
     matrix is formed once and shared by its pairs (the same arithmetic as ``cka``).
@@ -224,7 +255,7 @@ def similarity_matrix(layers: Sequence[Any], metric: str, **options: Any) -> np.
                 h = hsic(kernels[i], kernels[j], debiased)
                 out[i, j] = h / np.sqrt(self_hsic[i] * self_hsic[j]) if ok else float("nan")
         return out
-    fn = {"cosine": cosine, "mutual_knn": mutual_knn}[metric]
+    fn = {"cosine": cosine, "mutual_knn": mutual_knn, "cknna": cknna}[metric]
     for i in range(L):
         for j in range(L):
             out[i, j] = fn(layers[i], layers[j], **options)

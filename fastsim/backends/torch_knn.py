@@ -32,7 +32,7 @@ from .torch_cosine import unit_rows
 from .torch_moments import pow2_exponents, times_pow2
 
 
-def _prepare(x: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare(x: torch.Tensor, dt: torch.dtype | None) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(units, scales): the unit rows in the compute dtype `dt`, and float64 (n, 2) scales: per
     row the exponent of a power of two that brings its peak near 1, and the norm of the row times
     it. The scaling is exact, so similarities (y_i . y_j) / (|y_i| |y_j|) of the scaled rows y are
@@ -41,9 +41,9 @@ def _prepare(x: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tens
 
     For float32 the unit rows are y / |y| formed in float64 and rounded once to float32, so each
     component is within one float32 rounding of the exact unit vector's (what
-    ``approximation_bound`` assumes); zero rows stay zero."""
+    ``approximation_bound`` assumes); zero rows stay zero. dt None: the scales only."""
     n, d = x.shape
-    units = torch.empty(x.shape, dtype=dt, device=x.device)
+    units = None if dt is None else torch.empty(x.shape, dtype=dt, device=x.device)
     scales = torch.empty(n, 2, dtype=torch.float64, device=x.device)
     for s, e in options.row_chunks(n, max(d, 1) * 8 * 3):
         c = x[s:e].double()
@@ -51,6 +51,8 @@ def _prepare(x: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tens
         y = times_pow2(c, scales[s:e, 0])
         norm = y.square().sum(1).sqrt()
         scales[s:e, 1] = norm
+        if units is None:
+            continue
         if dt == torch.float64:
             units[s:e] = unit_rows(x[s:e], dt)[0]
         else:
