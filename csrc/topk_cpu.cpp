@@ -1,5 +1,6 @@
 // CPU running top-k over similarity tiles (see topk.h). OpenMP: the row side splits the tile's
-// rows between threads, the column side splits its columns, so no two threads share a heap.
+// rows between threads, the column side splits its columns into stripes, so no two threads
+// share a heap (dynamic schedules, so a thread slowed by other load takes less of the tile).
 //
 // The scan is a threshold filter: each heap's root value is the bar a candidate must reach
 // (v >= bar, equality for the index tie-break), tested 16 values at a time with a branch-free OR
@@ -194,7 +195,7 @@ void row_side(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row
 #ifdef FASTSIM_AVX512
   const bool wide = use_avx512();
 #endif
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 16)
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t r = row0 + i;
 #ifdef FASTSIM_AVX512
@@ -207,30 +208,33 @@ void row_side(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row
   }
 }
 
+constexpr int64_t kColumnStripe = 512;  // columns per work item of the column side
+
 template <typename T>
 void column_side(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
                  int64_t begin, T* vals, int64_t* idx, int64_t count) {
-  int threads = 1, me = 0;
-#ifdef _OPENMP
-  threads = omp_get_num_threads();
-  me = omp_get_thread_num();
-#endif
-  // This thread's column range, in whole groups of kLanes.
-  const int64_t groups = (cols - begin + kLanes - 1) / kLanes;
-  const int64_t ja = begin + groups * me / threads * kLanes;
-  const int64_t jb = std::min(cols, begin + groups * (me + 1) / threads * kLanes);
-  if (ja >= jb) return;
-  std::vector<T> bar(static_cast<size_t>(jb - ja));
-  for (int64_t j = ja; j < jb; ++j) bar[j - ja] = vals[(col0 + j) * count];
+  // Work items are stripes of columns (dynamic schedule: a thread slowed by other load takes
+  // fewer); a stripe is scanned down all rows of the tile, its bars kept in a local array.
+  const int64_t stripes = (cols - begin + kColumnStripe - 1) / kColumnStripe;
+  std::vector<T> bar(static_cast<size_t>(kColumnStripe));
 #ifdef FASTSIM_AVX512
-  if (use_avx512()) {
-    for (int64_t i = 0; i < rows; ++i)
-      column_scan_avx512(tile + i * ld, ja, jb, col0, row0 + i, bar.data(), vals, idx, count);
-    return;
-  }
+  const bool wide = use_avx512();
 #endif
-  for (int64_t i = 0; i < rows; ++i)
-    column_scan_generic(tile + i * ld, ja, jb, col0, row0 + i, bar.data(), vals, idx, count);
+#pragma omp for schedule(dynamic, 1)
+  for (int64_t stripe = 0; stripe < stripes; ++stripe) {
+    const int64_t ja = begin + stripe * kColumnStripe;
+    const int64_t jb = std::min(cols, ja + kColumnStripe);
+    for (int64_t j = ja; j < jb; ++j) bar[j - ja] = vals[(col0 + j) * count];
+#ifdef FASTSIM_AVX512
+    if (wide) {
+      for (int64_t i = 0; i < rows; ++i)
+        column_scan_avx512(tile + i * ld, ja, jb, col0, row0 + i, bar.data(), vals, idx, count);
+      continue;
+    }
+#endif
+    for (int64_t i = 0; i < rows; ++i)
+      column_scan_generic(tile + i * ld, ja, jb, col0, row0 + i, bar.data(), vals, idx, count);
+  }
 }
 
 }  // namespace
@@ -240,7 +244,9 @@ void topk_tile_cpu(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_
                    int64_t col_side_begin, T* vals, int64_t* idx, int64_t count) {
   if (rows <= 0 || cols <= 0) return;
   const int64_t begin = std::max<int64_t>(0, col_side_begin);
-#pragma omp parallel
+  // Small tiles run on the calling thread: waking a team costs more than the scan (and much more
+  // on a machine shared with other busy processes).
+#pragma omp parallel if (rows * cols >= (int64_t{1} << 16))
   {
     row_side(tile, ld, rows, cols, row0, col0, vals, idx, count);  // ends with the omp-for barrier
     if (begin < cols) column_side(tile, ld, rows, cols, row0, col0, begin, vals, idx, count);
