@@ -234,41 +234,47 @@ def knn_indices(
     check = precision == "highest"
     units, scales = _prepare(x, dt)
     out = torch.empty(n, k, dtype=torch.int64, device=x.device)
-    # Row blocks for the re-rank, bounded by the gathered float64 candidates and by the (b x n)
-    # similarity rows of the rare widened searches.
-    bytes_per_row = max(n * units.element_size() * 3, 2 * (k + margin) * d * 8 * 3)
+
+    def settle(rows: torch.Tensor, approx: torch.Tensor, cand: torch.Tensor, count: int) -> torch.Tensor:
+        """Write the rows whose top k is proven by the gap or by the exact re-rank; return the
+        rows that must be searched again with more candidates."""
+        if count > k:
+            # The k-th approximate similarity beats the (k+1)-th by more than twice the bound: no
+            # sample outside the top k can reach one inside, so the set is exact.
+            clear = approx[:, k - 1].double() - approx[:, k].double() > 2 * tol
+        else:  # with k = n - 1 every other sample is a neighbour; else no gap to judge by
+            clear = torch.full((rows.numel(),), k == n - 1, dtype=torch.bool, device=x.device)
+        out[rows[clear]] = cand[clear, :k]
+        rows, approx, cand = rows[~clear], approx[~clear], cand[~clear]
+        again = []
+        # The re-rank gathers each row's candidates in float64: bound the rows per step by that.
+        step = options.rows_per_chunk(count * (d * 8 * 3 + 32), max(rows.numel(), 1))
+        for c0 in range(0, rows.numel(), step):
+            r, a, c = rows[c0 : c0 + step], approx[c0 : c0 + step], cand[c0 : c0 + step]
+            vals, idx = _exact_top_k(x, scales, r, c, k)
+            if check and count < n - 1:
+                # Completeness: every non-candidate's exact similarity is at most the last
+                # candidate's approximate value plus tol; it must not reach the k-th exact one.
+                unsafe = a[:, -1].double() + tol >= vals[:, -1]
+            else:
+                unsafe = torch.zeros_like(vals[:, -1], dtype=torch.bool)
+            out[r[~unsafe]] = idx[~unsafe]
+            again.append(r[unsafe])
+        return torch.cat(again) if again else rows[:0]
+
     with options.matmul_precision(precision):
-        first_count = min(n - 1, k + margin)
+        count = min(n - 1, k + margin)
         if use_native:
-            first_approx, first_cand = _native_candidates(units, first_count)
+            approx, cand = _native_candidates(units, count)
         else:
-            first_approx, first_cand = _symmetric_candidates(units, first_count)
-        for s, e in options.row_chunks(n, bytes_per_row):
-            pending = torch.arange(s, e, device=x.device)
-            count = first_count
-            approx, cand = first_approx[s:e], first_cand[s:e]
-            while pending.numel():
-                if count != first_count:  # a widened search for the rows that could not prove it
-                    approx, cand = _candidates(units, pending, count)
-                if count > k:
-                    # The k-th approximate similarity beats the (k+1)-th by more than twice the
-                    # bound: no sample outside the top k can reach one inside, so the set is exact.
-                    clear = approx[:, k - 1].double() - approx[:, k].double() > 2 * tol
-                else:  # with k = n - 1 every other sample is a neighbour; else no gap to judge by
-                    clear = torch.full((pending.numel(),), k == n - 1, dtype=torch.bool, device=x.device)
-                out[pending[clear]] = cand[clear, :k]
-                pending, approx, cand = pending[~clear], approx[~clear], cand[~clear]
-                if not pending.numel():
-                    break
-                vals, idx = _exact_top_k(x, scales, pending, cand, k)
-                if check and count < n - 1:
-                    unsafe = approx[:, -1].double() + tol >= vals[:, -1]
-                else:
-                    unsafe = torch.zeros_like(vals[:, -1], dtype=torch.bool)
-                done = ~unsafe
-                out[pending[done]] = idx[done]
-                pending = pending[unsafe]
-                count = min(n - 1, count * 4)
+            approx, cand = _symmetric_candidates(units, count)
+        pending = settle(torch.arange(n, device=x.device), approx, cand, count)
+        del approx, cand
+        while pending.numel():  # rare: widened searches, in row blocks of (b x n) similarities
+            count = min(n - 1, count * 4)
+            step = options.rows_per_chunk(max(n * units.element_size() * 3, count * (d * 8 * 3 + 32)), pending.numel())
+            again = [settle(rows, *_candidates(units, rows, count), count) for rows in pending.split(step)]
+            pending = torch.cat(again)
     return out
 
 
