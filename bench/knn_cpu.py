@@ -1,10 +1,18 @@
-"""CPU benchmark: exact cosine kNN of one layer, fastsim against faiss-cpu (IndexFlatIP).
+"""CPU benchmark: exact cosine kNN of one layer, fastsim against faiss-cpu (IndexFlatIP) and the
+platonic-rep-style baseline.
 
-Both search the same float32 unit rows for each sample's k nearest other samples (faiss asked
-for k + 1 and its self hit dropped). Printed: seconds, ratio faiss / fastsim, the matmul floor
-(n^2 d multiply-adds at the float32 rate measured at start), and how many neighbour sets differ
-(faiss ranks float32 scores; fastsim's sets are exact against the float64 definition, so a
-difference is a near-tie that float32 resolved otherwise).
+All search the same samples for each sample's k nearest other samples:
+
+- fastsim: ``knn_indices`` with the compiled k-selection (``use_native=True``, the path that
+  backend "auto"/"cuda" takes) and, with --torch-topk, the pure-torch path; exact at "highest".
+- faiss IndexFlatIP on the float32 unit rows, asked for k + 1 with its self hit dropped.
+- platonic-style (Huh et al. 2024, platonic-rep's metrics.py): the full n x n similarity, the
+  diagonal set very low, a full descending argsort per row, the first k kept. It needs n^2 (4 + 8)
+  bytes, so it runs only where that fits in --platonic-gb.
+
+Printed: seconds, ratio faiss / x, the matmul floor (n^2 d multiply-adds at the float32 rate
+measured at start) and how many neighbour sets differ from fastsim's exact ones (a difference is
+a near-tie that float32 resolved otherwise).
 
 Run:  python bench/knn_cpu.py --n 50000 --dim 768 --k 10
 """
@@ -13,12 +21,31 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import platform
 import time
 
 import numpy as np
 import torch
 
+from fastsim import native
 from fastsim.backends.torch_knn import knn_indices
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def platonic_style(x: torch.Tensor, k: int) -> torch.Tensor:
+    u = torch.nn.functional.normalize(x, dim=1)
+    sims = u @ u.T
+    sims.fill_diagonal_(-1e8)
+    return torch.argsort(sims, dim=1, descending=True)[:, :k]
 
 
 def main() -> None:
@@ -27,6 +54,8 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-topk", action="store_true", help="also time the pure-torch candidate path")
+    p.add_argument("--platonic-gb", type=float, default=6.0, help="memory cap for the n x n baseline")
     args = p.parse_args()
     import faiss
 
@@ -38,12 +67,17 @@ def main() -> None:
     t = time.perf_counter()
     a @ a
     rate = 2 * 2048**3 / (time.perf_counter() - t)
-    print(f"date {datetime.datetime.now().isoformat(timespec='seconds')} | torch threads {torch.get_num_threads()} | faiss {faiss.__version__} threads {faiss.omp_get_max_threads()}")
-    print(f"n={args.n} d={args.dim} k={args.k}; float32 matmul {rate / 1e9:.0f} GFLOP/s; floor {args.n**2 * args.dim * 2 / rate:.2f} s")
+    print(f"date {datetime.datetime.now().isoformat(timespec='seconds')} | {cpu_model()} | torch threads {torch.get_num_threads()} | faiss {faiss.__version__} threads {faiss.omp_get_max_threads()} | fastsim._C OpenMP threads {native._C.openmp_threads()}")
+    print(f"n={args.n} d={args.dim} k={args.k}; float32 matmul {rate / 1e9:.0f} GFLOP/s; full n^2 d floor {args.n**2 * args.dim * 2 / rate:.2f} s, half {args.n**2 * args.dim / rate:.2f} s")
 
+    results = []
     t = time.perf_counter()
-    ours = knn_indices(x, args.k, precision="highest")
-    t_ours = time.perf_counter() - t
+    ours = knn_indices(x, args.k, precision="highest", use_native=True)
+    results.append(("fastsim knn (exact, compiled top-k)", time.perf_counter() - t, ours))
+    if args.torch_topk:
+        t = time.perf_counter()
+        got = knn_indices(x, args.k, precision="highest")
+        results.append(("fastsim knn (exact, torch.topk)", time.perf_counter() - t, got))
 
     u = torch.nn.functional.normalize(x, dim=1).numpy()
     t = time.perf_counter()
@@ -52,12 +86,20 @@ def main() -> None:
     _, found = index.search(u, args.k + 1)
     t_faiss = time.perf_counter() - t
     theirs = np.array([[j for j in row if j != i][: args.k] for i, row in enumerate(found)])
+    results.append(("faiss IndexFlatIP (float32)", t_faiss, torch.from_numpy(theirs)))
 
-    differ = sum(set(a) != set(b) for a, b in zip(ours.numpy().tolist(), theirs.tolist()))
-    print(f"{'method':<34} {'seconds':>8} {'faiss/x':>8}")
-    print(f"{'fastsim knn (exact, highest)':<34} {t_ours:8.2f} {t_faiss / t_ours:8.2f}")
-    print(f"{'faiss IndexFlatIP (float32)':<34} {t_faiss:8.2f} {1.0:8.2f}")
-    print(f"neighbour sets that differ: {differ} of {args.n}")
+    if args.n**2 * 12 / 2**30 <= args.platonic_gb:
+        t = time.perf_counter()
+        got = platonic_style(x, args.k)
+        results.append(("platonic-style full argsort", time.perf_counter() - t, got))
+    else:
+        print(f"platonic-style skipped: its n x n similarity and argsort need {args.n**2 * 12 / 2**30:.1f} GB > --platonic-gb {args.platonic_gb}")
+
+    exact = [set(r) for r in ours.numpy().tolist()]
+    print(f"{'method':<38} {'seconds':>8} {'faiss/x':>8} {'sets != exact':>14}")
+    for name, sec, idx in results:
+        differ = sum(set(r) != e for r, e in zip(idx.numpy().tolist(), exact))
+        print(f"{name:<38} {sec:8.2f} {t_faiss / sec:8.2f} {differ:>14}")
 
 
 if __name__ == "__main__":
