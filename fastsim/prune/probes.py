@@ -119,7 +119,17 @@ def stratified_split(labels: np.ndarray, *, seed: int = 0, test_fraction: float 
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression by full-batch L-BFGS: (W (D, C), b (C,))."""
+    """Multinomial logistic regression by full-batch L-BFGS: (W (D, C), b (C,)). Runs on one CPU
+    thread: the matrices are small, and on a busy machine thread hand-offs cost more than they give."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_logistic(x, y, n_classes, l2)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
     W = torch.zeros(x.shape[1], n_classes, dtype=x.dtype, requires_grad=True)
     b = torch.zeros(n_classes, dtype=x.dtype, requires_grad=True)
     opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12,
