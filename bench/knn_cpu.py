@@ -56,6 +56,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-topk", action="store_true", help="also time the pure-torch candidate path")
     p.add_argument("--platonic-gb", type=float, default=6.0, help="memory cap for the n x n baseline")
+    p.add_argument("--rounds", type=int, default=1, help="alternate fastsim and faiss this many times; best of each")
+    p.add_argument("--no-faiss", action="store_true", help="fastsim only (e.g. n = 100 000 for the memory check)")
     args = p.parse_args()
     import faiss
 
@@ -70,23 +72,36 @@ def main() -> None:
     print(f"date {datetime.datetime.now().isoformat(timespec='seconds')} | {cpu_model()} | torch threads {torch.get_num_threads()} | faiss {faiss.__version__} threads {faiss.omp_get_max_threads()} | fastsim._C OpenMP threads {native._C.openmp_threads()}")
     print(f"n={args.n} d={args.dim} k={args.k}; float32 matmul {rate / 1e9:.0f} GFLOP/s; full n^2 d floor {args.n**2 * args.dim * 2 / rate:.2f} s, half {args.n**2 * args.dim / rate:.2f} s")
 
-    results = []
-    t = time.perf_counter()
-    ours = knn_indices(x, args.k, precision="highest", use_native=True)
-    results.append(("fastsim knn (exact, compiled top-k)", time.perf_counter() - t, ours))
-    if args.torch_topk:
-        t = time.perf_counter()
-        got = knn_indices(x, args.k, precision="highest")
-        results.append(("fastsim knn (exact, torch.topk)", time.perf_counter() - t, got))
+    import resource
 
     u = torch.nn.functional.normalize(x, dim=1).numpy()
-    t = time.perf_counter()
-    index = faiss.IndexFlatIP(args.dim)
-    index.add(u)
-    _, found = index.search(u, args.k + 1)
-    t_faiss = time.perf_counter() - t
-    theirs = np.array([[j for j in row if j != i][: args.k] for i, row in enumerate(found)])
-    results.append(("faiss IndexFlatIP (float32)", t_faiss, torch.from_numpy(theirs)))
+    best: dict[str, tuple[float, torch.Tensor]] = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        got = fn()
+        sec = time.perf_counter() - t
+        if name not in best or sec < best[name][0]:
+            best[name] = (sec, got)
+
+    def faiss_search():
+        index = faiss.IndexFlatIP(args.dim)
+        index.add(u)
+        _, found = index.search(u, args.k + 1)
+        return torch.from_numpy(np.array([[j for j in row if j != i][: args.k] for i, row in enumerate(found)]))
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(args.rounds):  # alternate, so that load from other processes hits both alike
+        timed("fastsim knn (exact, compiled top-k)", lambda: knn_indices(x, args.k, precision="highest", use_native=True))
+        if not args.no_faiss:
+            timed("faiss IndexFlatIP (float32)", faiss_search)
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if args.torch_topk:
+        timed("fastsim knn (exact, torch.topk)", lambda: knn_indices(x, args.k, precision="highest"))
+    ours = best["fastsim knn (exact, compiled top-k)"][1]
+    t_faiss = best["faiss IndexFlatIP (float32)"][0] if "faiss IndexFlatIP (float32)" in best else float("nan")
+    results = [(name, sec, idx) for name, (sec, idx) in best.items()]
+    print(f"peak RSS {rss1 / 2**20:.2f} GiB (before the searches {rss0 / 2**20:.2f} GiB; input {x.numel() * 4 / 2**30:.2f} GiB; n x n float32 would be {args.n**2 * 4 / 2**30:.1f} GiB)")
 
     if args.n**2 * 12 / 2**30 <= args.platonic_gb:
         t = time.perf_counter()

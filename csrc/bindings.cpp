@@ -170,6 +170,11 @@ PYBIND11_MODULE(_C, m) {
       py::arg("vals"), py::arg("idx"), py::arg("n"), py::arg("count"), py::arg("value_bits"),
       "CPU: order each of the n heaps best first (value descending, index ascending).");
 
+  m.def(
+      "topk_simd", [](int enable) { return fastsim::topk_simd(enable); }, py::arg("enable") = -1,
+      "CPU k-selection: 0 forbids, 1 allows the AVX-512 scans (-1 leaves the setting); returns whether they are "
+      "used now.");
+
   m.def("cuda_compiled", []() {
 #ifdef FASTSIM_WITH_CUDA
     return true;

@@ -32,6 +32,10 @@ void topk_tile_cpu(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_
 template <typename T>
 void topk_sort_cpu(T* vals, int64_t* idx, int64_t n, int64_t count);
 
+// The CPU scans use AVX-512 where the CPU has it. enable = 0 / 1 forbids / allows it (tests run
+// the portable path that way); -1 leaves it. Returns whether AVX-512 scans are used now.
+bool topk_simd(int enable);
+
 #ifdef FASTSIM_WITH_CUDA
 // Device pointers; work is queued on `stream` (a cudaStream_t as an integer).
 template <typename T>

@@ -8,6 +8,7 @@
 // sift-down. After the first few tiles almost nothing passes, so the cost is one read of the tile
 // per side.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <numeric>
 #include <vector>
@@ -183,9 +184,11 @@ __attribute__((target("avx512f"))) void column_scan_avx512(const double* s, int6
   if (j < jb) column_scan_generic(s, j, jb, col0, r, bar + (j - ja), vals, idx, count);
 }
 
+std::atomic<bool> avx512_allowed{true};
+
 bool use_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported && avx512_allowed.load(std::memory_order_relaxed);
 }
 #endif
 
@@ -251,6 +254,16 @@ void topk_tile_cpu(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_
     row_side(tile, ld, rows, cols, row0, col0, vals, idx, count);  // ends with the omp-for barrier
     if (begin < cols) column_side(tile, ld, rows, cols, row0, col0, begin, vals, idx, count);
   }
+}
+
+bool topk_simd(int enable) {
+#ifdef FASTSIM_AVX512
+  if (enable >= 0) avx512_allowed.store(enable != 0);
+  return use_avx512();
+#else
+  (void)enable;
+  return false;
+#endif
 }
 
 template <typename T>

@@ -15,6 +15,15 @@ from strategies import as64, cast, dtypes, related_pair
 from test_metrics import boundary_near_tie
 
 
+@pytest.fixture(params=["simd", "portable"], autouse=True)
+def scan_kind(request):
+    """Every test here runs with the AVX-512 scans (where the CPU has them) and the portable ones."""
+    before = native._C.topk_simd()
+    native._C.topk_simd(1 if request.param == "simd" else 0)
+    yield request.param
+    native._C.topk_simd(1 if before else 0)
+
+
 def brute_top(sims: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row the `count` best (value desc, index asc) entries, self excluded."""
     n = sims.shape[0]
