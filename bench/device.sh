@@ -9,4 +9,5 @@ python -c "import fastsim.native as n; print('CUDA kernels compiled:', n.cuda_co
 python -m pytest -q -m gpu -rA tests -s 2>&1 | tail -n 60
 python bench/gpu.py
 python bench/analyze_gpu.py
+python bench/mimic_gpu.py
 python bench/prune_gpu.py

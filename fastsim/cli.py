@@ -168,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     an.add_argument("--seed", type=int, default=0)
     an.add_argument("--strict", action="store_true", help="stop at the first bad audio file instead of skipping it")
     an.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .mimic import command as distill_command
+
+    distill_command.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "distill":
+        return distill_command.run(args)
     if args.command == "prune":
         return prune_command.run(args)
     if args.command == "info":

@@ -1,0 +1,111 @@
+"""Inference time of a full speech encoder against its mimicked version, on the same batch.
+
+CUDA: CUDA events around each pass after ``warmup`` passes (the paper's method: 100 warm-up
+passes, batch 128), the median of ``repeats`` passes. CPU: wall clock (perf_counter), the same
+protocol with fewer passes. Both under torch.inference_mode. The batch is seeded noise,
+normalized per clip (the time of these models does not depend on what the audio says).
+
+Two comparisons: the whole model (CNN front end + stack, what a user pays) and the stack alone
+(the teacher's ``encoder`` on the stack input against the mimic on the same input).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..audio import SAMPLE_RATE
+from .replace import stack_input
+
+
+@dataclass
+class TimeReport:
+    device: str
+    method: str
+    batch: int
+    clip_seconds: float
+    full_s: float  # seconds per pass, whole model
+    mimicked_s: float
+    stack_s: float  # seconds per pass, stack alone
+    mimic_s: float
+
+    def per_audio_second(self, s: float) -> float:
+        """ms per second of audio."""
+        return 1000 * s / (self.batch * self.clip_seconds)
+
+    @property
+    def reduction(self) -> float:
+        return 1 - self.mimicked_s / self.full_s
+
+    @property
+    def stack_reduction(self) -> float:
+        return 1 - self.mimic_s / self.stack_s
+
+    def summary(self) -> str:
+        pa = self.per_audio_second
+        return (f"inference time ({self.method}, batch {self.batch} x {self.clip_seconds:g} s, {self.device}): "
+                f"{pa(self.full_s):.2f} -> {pa(self.mimicked_s):.2f} ms per s of audio "
+                f"({1000 * self.full_s / self.batch:.2f} -> {1000 * self.mimicked_s / self.batch:.2f} ms per clip), "
+                f"{100 * self.reduction:.1f} % less; the stack alone: {pa(self.stack_s):.3f} -> {pa(self.mimic_s):.3f} ms "
+                f"per s of audio ({100 * self.stack_reduction:.1f} % less)")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.update(reduction=self.reduction, stack_reduction=self.stack_reduction,
+                 full_ms_per_audio_s=self.per_audio_second(self.full_s),
+                 mimicked_ms_per_audio_s=self.per_audio_second(self.mimicked_s))
+        return d
+
+
+def time_call(fn: Callable[[], object], device: torch.device, *, warmup: int, repeats: int) -> float:
+    """Median seconds per call after warm-up (CUDA events on CUDA, wall clock elsewhere)."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1000)
+            else:
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def compare(teacher: torch.nn.Module, mimicked: torch.nn.Module, *, batch: int, clip_seconds: float,
+            warmup: int, repeats: int, seed: int = 0) -> TimeReport:
+    if batch < 1 or clip_seconds < 0.025 or repeats < 1 or warmup < 0:
+        raise ValueError("timing: batch >= 1, clip seconds >= 0.025, repeats >= 1 and warmup >= 0 are needed; "
+                         f"got {batch}, {clip_seconds}, {repeats}, {warmup}")
+    p = next(teacher.parameters())
+    dev = p.device
+    n = int(round(clip_seconds * SAMPLE_RATE))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, n, generator=g)
+    x = ((x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)).to(dev, p.dtype)
+    was = teacher.training, mimicked.training
+    teacher.eval()
+    mimicked.eval()
+    try:
+        with torch.inference_mode():
+            h, _, _ = stack_input(teacher, x)
+        full = time_call(lambda: teacher(x), dev, warmup=warmup, repeats=repeats)
+        mim = time_call(lambda: mimicked(x), dev, warmup=warmup, repeats=repeats)
+        stack = time_call(lambda: teacher.encoder(h), dev, warmup=warmup, repeats=repeats)
+        mimic = time_call(lambda: mimicked.mimic(h), dev, warmup=warmup, repeats=repeats)
+    finally:
+        teacher.train(was[0])
+        mimicked.train(was[1])
+    method = ("CUDA events" if dev.type == "cuda" else "wall clock") + f", median of {repeats} after {warmup} warm-up passes"
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return TimeReport(name, method, batch, n / SAMPLE_RATE, full, mim, stack, mimic)
