@@ -1,7 +1,9 @@
 // CUDA running top-k over similarity tiles (see topk.h), in the spirit of FAISS's WarpSelect:
 //
-// * Row side: one warp per tile row. The 32 lanes read 32 consecutive similarities (coalesced)
-//   and test them against the row's bar (the heap root, kept in a register); __ballot_sync
+// * Row side: one warp per tile row. The 32 lanes read 16 x 32 consecutive similarities
+//   (coalesced, all loads in flight before any test) and test them against the row's bar (the
+//   heap root, kept in a register); one __any_sync skips the whole span when nothing passes, the
+//   usual case once the heap has filled. Otherwise, per 32-wide chunk, __ballot_sync
 //   collects the lanes that pass, and lane 0 offers them to the row's heap in lane order (index
 //   order), then broadcasts the new bar. After the first tiles almost nothing passes, so the
 //   kernel runs at the speed of one read of the tile.
@@ -53,7 +55,7 @@ __device__ void offer(T* hv, int64_t* hi, int64_t m, T v, int64_t c) {
   hi[p] = c;
 }
 
-constexpr int kRowUnroll = 4;  // 32-wide chunks whose loads a warp issues before testing them
+constexpr int kRowUnroll = 16;  // 32-wide chunks whose loads a warp issues before testing them
 constexpr int kColUnroll = 8;  // rows whose loads a column thread issues before testing them
 
 template <typename T>
@@ -74,6 +76,10 @@ __global__ void row_side_kernel(const T* __restrict__ tile, int64_t ld, int64_t 
         const int64_t j = j0 + 32 * u + lane;
         v[u] = j < cols ? s[j] : T(0);
       }
+      bool any = false;
+#pragma unroll
+      for (int u = 0; u < kRowUnroll; ++u) any |= v[u] >= bar;
+      if (!__any_sync(kFull, any)) continue;  // the common case once the heap has filled
 #pragma unroll
       for (int u = 0; u < kRowUnroll; ++u) {
         const int64_t base = j0 + 32 * u;
