@@ -229,6 +229,10 @@ def sweep(
     needed = sorted({DEFAULT_METRIC[s] for s in strategies if isinstance(s, str) and s in NEEDS_SIMILARITY})
     if needed and similarity is None:
         similarity = similarity_for_plans(model, loaded, needed, batch_size=batch_size, progress=progress)
+    missing = [m for m in needed if m not in similarity] if needed else []
+    if missing:
+        raise ValueError(f"similarity: no {missing[0]!r} matrix, which {', '.join(s for s in DEFAULT_METRIC if DEFAULT_METRIC[s] == missing[0])} "
+                         f"read(s); pass {{metric: (L+1) x (L+1) matrix}} with {', '.join(needed)}, or similarity=None")
     orders = {}
     for name, s in zip(names, strategies):
         sim = similarity[DEFAULT_METRIC[s]] if isinstance(s, str) and s in NEEDS_SIMILARITY else None
@@ -244,7 +248,6 @@ def sweep(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(plans), desc="pruned models", unit="model")
-    model.eval()
     with torch.no_grad():  # warm-up, so the first timed run does not pay for it
         pooled_features(model, LoadedClips(loaded.waves[:batch_size], loaded.labels[:batch_size], []),
                         batch_size=batch_size)
