@@ -175,6 +175,11 @@ PYBIND11_MODULE(_C, m) {
       "CPU k-selection: 0 forbids, 1 allows the AVX-512 scans (-1 leaves the setting); returns whether they are "
       "used now.");
 
+  m.def(
+      "topk_single_pass", [](int enable) { return fastsim::topk_single_pass(enable); }, py::arg("enable") = -1,
+      "CPU k-selection: 0 forces the two-pass tile scan, 1 allows the single pass (-1 leaves it); returns the "
+      "setting.");
+
   m.def("cuda_compiled", []() {
 #ifdef FASTSIM_WITH_CUDA
     return true;

@@ -36,6 +36,10 @@ void topk_sort_cpu(T* vals, int64_t* idx, int64_t n, int64_t count);
 // the portable path that way); -1 leaves it. Returns whether AVX-512 scans are used now.
 bool topk_simd(int enable);
 
+// Tiles whose column heaps are all full are scanned once (rows and, from L1, columns against
+// frozen bars) by default; enable = 0 forces the two-pass scan (tests compare both).
+bool topk_single_pass(int enable);
+
 #ifdef FASTSIM_WITH_CUDA
 // Device pointers; work is queued on `stream` (a cudaStream_t as an integer).
 template <typename T>

@@ -9,6 +9,7 @@
 // per side.
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <cstdint>
 #include <numeric>
 #include <vector>
@@ -55,6 +56,8 @@ inline void offer(T* hv, int64_t* hi, int64_t m, T v, int64_t c) {
 }
 
 constexpr int64_t kLanes = 16;
+
+std::atomic<bool> single_pass_enabled{true};  // off: always the two-pass scan (tests)
 
 // ---- Scans of one tile row (row side) or one row segment against per-column bars (column side).
 // Portable versions; AVX-512 versions below are picked at run time where the CPU has it.
@@ -111,12 +114,13 @@ __attribute__((target("avx512f"))) void row_scan_avx512(const float* s, int64_t 
   int64_t j = 0;
   for (; j + 64 <= cols; j += 64) {
     const __m512 b = _mm512_set1_ps(bar);
-    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), b, _CMP_GE_OQ) |
-                        _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 16), b, _CMP_GE_OQ) |
-                        _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 32), b, _CMP_GE_OQ) |
-                        _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 48), b, _CMP_GE_OQ);
-    if (!m) continue;
-    for (int64_t u = 0; u < 64; ++u) {
+    uint64_t m = static_cast<uint64_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), b, _CMP_GE_OQ)) |
+                 static_cast<uint64_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 16), b, _CMP_GE_OQ)) << 16 |
+                 static_cast<uint64_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 32), b, _CMP_GE_OQ)) << 32 |
+                 static_cast<uint64_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 48), b, _CMP_GE_OQ)) << 48;
+    while (m) {  // only the lanes that passed the bar at the start of the span (the bar only rises)
+      const int64_t u = __builtin_ctzll(m);
+      m &= m - 1;
       if (s[j + u] >= bar && col0 + j + u != r) {
         offer(hv, hi, count, s[j + u], col0 + j + u);
         bar = hv[0];
@@ -132,12 +136,13 @@ __attribute__((target("avx512f"))) void row_scan_avx512(const double* s, int64_t
   int64_t j = 0;
   for (; j + 32 <= cols; j += 32) {
     const __m512d b = _mm512_set1_pd(bar);
-    const __mmask8 m = _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j), b, _CMP_GE_OQ) |
-                       _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j + 8), b, _CMP_GE_OQ) |
-                       _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j + 16), b, _CMP_GE_OQ) |
-                       _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j + 24), b, _CMP_GE_OQ);
-    if (!m) continue;
-    for (int64_t u = 0; u < 32; ++u) {
+    uint32_t m = static_cast<uint32_t>(_mm512_cmp_pd_mask(_mm512_loadu_pd(s + j), b, _CMP_GE_OQ)) |
+                 static_cast<uint32_t>(_mm512_cmp_pd_mask(_mm512_loadu_pd(s + j + 8), b, _CMP_GE_OQ)) << 8 |
+                 static_cast<uint32_t>(_mm512_cmp_pd_mask(_mm512_loadu_pd(s + j + 16), b, _CMP_GE_OQ)) << 16 |
+                 static_cast<uint32_t>(_mm512_cmp_pd_mask(_mm512_loadu_pd(s + j + 24), b, _CMP_GE_OQ)) << 24;
+    while (m) {
+      const int64_t u = __builtin_ctz(m);
+      m &= m - 1;
       if (s[j + u] >= bar && col0 + j + u != r) {
         offer(hv, hi, count, s[j + u], col0 + j + u);
         bar = hv[0];
@@ -152,10 +157,10 @@ __attribute__((target("avx512f"))) void column_scan_avx512(const float* s, int64
                                                            int64_t count) {
   int64_t j = ja;
   for (; j + 16 <= jb; j += 16) {
-    const __mmask16 m =
-        _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), _mm512_loadu_ps(bar + (j - ja)), _CMP_GE_OQ);
-    if (!m) continue;
-    for (int64_t u = 0; u < 16; ++u) {
+    __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), _mm512_loadu_ps(bar + (j - ja)), _CMP_GE_OQ);
+    while (m) {
+      const int64_t u = __builtin_ctz(m);
+      m &= m - 1;
       const int64_t c = col0 + j + u;
       if (s[j + u] >= bar[j + u - ja] && c != r) {
         offer(vals + c * count, idx + c * count, count, s[j + u], r);
@@ -171,9 +176,10 @@ __attribute__((target("avx512f"))) void column_scan_avx512(const double* s, int6
                                                            int64_t count) {
   int64_t j = ja;
   for (; j + 8 <= jb; j += 8) {
-    const __mmask8 m = _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j), _mm512_loadu_pd(bar + (j - ja)), _CMP_GE_OQ);
-    if (!m) continue;
-    for (int64_t u = 0; u < 8; ++u) {
+    __mmask8 m = _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j), _mm512_loadu_pd(bar + (j - ja)), _CMP_GE_OQ);
+    while (m) {
+      const int64_t u = __builtin_ctz(m);
+      m &= m - 1;
       const int64_t c = col0 + j + u;
       if (s[j + u] >= bar[j + u - ja] && c != r) {
         offer(vals + c * count, idx + c * count, count, s[j + u], r);
@@ -240,6 +246,102 @@ void column_side(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t 
   }
 }
 
+// ---- Single-pass variant for tiles whose column heaps are all full (every tile after the first
+// row block): each tile row is scanned for its own heap and, while it is still in L1, tested
+// against a frozen snapshot of the column bars. Hits (rare) go to per-thread buckets by column
+// stripe and are offered to the column heaps afterwards. The final heap is the best `count`
+// entries under a strict total order, so it does not depend on the order of the offers.
+
+template <typename T>
+struct Hit {
+  int64_t col;  // sample index of the column
+  int64_t row;  // sample index of the row
+  T value;
+};
+
+template <typename T>
+void column_hits_generic(const T* s, int64_t begin, int64_t cols, int64_t col0, int64_t r, const T* bar,
+                         std::vector<Hit<T>>* buckets) {
+  for (int64_t j = begin; j < cols; ++j) {
+    if (s[j] >= bar[j - begin] && col0 + j != r) buckets[(j - begin) / kColumnStripe].push_back({col0 + j, r, s[j]});
+  }
+}
+
+#ifdef FASTSIM_AVX512
+__attribute__((target("avx512f"))) void column_hits_avx512(const float* s, int64_t begin, int64_t cols, int64_t col0,
+                                                           int64_t r, const float* bar,
+                                                           std::vector<Hit<float>>* buckets) {
+  int64_t j = begin;
+  for (; j + 16 <= cols; j += 16) {
+    __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), _mm512_loadu_ps(bar + (j - begin)), _CMP_GE_OQ);
+    while (m) {
+      const int u = __builtin_ctz(m);
+      m &= m - 1;
+      if (col0 + j + u != r) buckets[(j + u - begin) / kColumnStripe].push_back({col0 + j + u, r, s[j + u]});
+    }
+  }
+  column_hits_generic(s, j, cols, col0, r, bar + (j - begin), buckets + (j - begin) / kColumnStripe);
+}
+
+__attribute__((target("avx512f"))) void column_hits_avx512(const double* s, int64_t begin, int64_t cols,
+                                                           int64_t col0, int64_t r, const double* bar,
+                                                           std::vector<Hit<double>>* buckets) {
+  int64_t j = begin;
+  for (; j + 8 <= cols; j += 8) {
+    __mmask8 m = _mm512_cmp_pd_mask(_mm512_loadu_pd(s + j), _mm512_loadu_pd(bar + (j - begin)), _CMP_GE_OQ);
+    while (m) {
+      const int u = __builtin_ctz(m);
+      m &= m - 1;
+      if (col0 + j + u != r) buckets[(j + u - begin) / kColumnStripe].push_back({col0 + j + u, r, s[j + u]});
+    }
+  }
+  column_hits_generic(s, j, cols, col0, r, bar + (j - begin), buckets + (j - begin) / kColumnStripe);
+}
+#endif
+
+template <typename T>
+void single_pass(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0, int64_t begin,
+                 const T* bar, T* vals, int64_t* idx, int64_t count, bool parallel) {
+  const int64_t stripes = (cols - begin + kColumnStripe - 1) / kColumnStripe;
+  std::vector<std::vector<std::vector<Hit<T>>>> buckets;
+#ifdef FASTSIM_AVX512
+  const bool wide = use_avx512();
+#endif
+#pragma omp parallel if (parallel)
+  {
+    int threads = 1, me = 0;
+#ifdef _OPENMP
+    threads = omp_get_num_threads();
+    me = omp_get_thread_num();
+#endif
+#pragma omp single
+    buckets.assign(static_cast<size_t>(threads), std::vector<std::vector<Hit<T>>>(static_cast<size_t>(stripes)));
+    std::vector<Hit<T>>* mine = buckets[static_cast<size_t>(me)].data();
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t r = row0 + i;
+      const T* s = tile + i * ld;
+#ifdef FASTSIM_AVX512
+      if (wide) {
+        row_scan_avx512(s, cols, col0, r, vals + r * count, idx + r * count, count);
+        column_hits_avx512(s, begin, cols, col0, r, bar, mine);
+        continue;
+      }
+#endif
+      row_scan_generic(s, cols, col0, r, vals + r * count, idx + r * count, count);
+      column_hits_generic(s, begin, cols, col0, r, bar, mine);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t stripe = 0; stripe < stripes; ++stripe) {
+      for (int t = 0; t < threads; ++t) {
+        for (const Hit<T>& h : buckets[static_cast<size_t>(t)][static_cast<size_t>(stripe)]) {
+          offer(vals + h.col * count, idx + h.col * count, count, h.value, h.row);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -249,11 +351,29 @@ void topk_tile_cpu(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_
   const int64_t begin = std::max<int64_t>(0, col_side_begin);
   // Small tiles run on the calling thread: waking a team costs more than the scan (and much more
   // on a machine shared with other busy processes).
-#pragma omp parallel if (rows * cols >= (int64_t{1} << 16))
+  const bool parallel = rows * cols >= (int64_t{1} << 16);
+  if (begin < cols) {
+    std::vector<T> bar(static_cast<size_t>(cols - begin));
+    bool full = true;
+    for (int64_t j = begin; j < cols; ++j) {
+      bar[j - begin] = vals[(col0 + j) * count];
+      full = full && bar[j - begin] > -std::numeric_limits<T>::infinity();
+    }
+    if (full && single_pass_enabled.load(std::memory_order_relaxed)) {
+      single_pass(tile, ld, rows, cols, row0, col0, begin, bar.data(), vals, idx, count, parallel);
+      return;
+    }
+  }
+#pragma omp parallel if (parallel)
   {
     row_side(tile, ld, rows, cols, row0, col0, vals, idx, count);  // ends with the omp-for barrier
     if (begin < cols) column_side(tile, ld, rows, cols, row0, col0, begin, vals, idx, count);
   }
+}
+
+bool topk_single_pass(int enable) {
+  if (enable >= 0) single_pass_enabled.store(enable != 0);
+  return single_pass_enabled.load();
 }
 
 bool topk_simd(int enable) {

@@ -15,13 +15,16 @@ from strategies import as64, cast, dtypes, related_pair
 from test_metrics import boundary_near_tie
 
 
-@pytest.fixture(params=["simd", "portable"], autouse=True)
+@pytest.fixture(params=["simd, one pass", "simd, two passes", "portable, one pass", "portable, two passes"], autouse=True)
 def scan_kind(request):
-    """Every test here runs with the AVX-512 scans (where the CPU has them) and the portable ones."""
-    before = native._C.topk_simd()
-    native._C.topk_simd(1 if request.param == "simd" else 0)
+    """Every test here runs with the AVX-512 scans (where the CPU has them) and the portable ones,
+    and with the single-pass tile scan (full column heaps) and the two-pass one."""
+    simd, single = native._C.topk_simd(), native._C.topk_single_pass()
+    native._C.topk_simd(int(request.param.startswith("simd")))
+    native._C.topk_single_pass(int(request.param.endswith("one pass")))
     yield request.param
-    native._C.topk_simd(1 if before else 0)
+    native._C.topk_simd(int(simd))
+    native._C.topk_single_pass(int(single))
 
 
 def brute_top(sims: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
