@@ -237,3 +237,17 @@ def test_distill_errors_name_the_argument():
         distill(model, [np.zeros(10, np.float32)], sample_rate=16000)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         distill(model, _noise_clips(1), sample_rate=16000, resume=True)
+
+
+@pytest.mark.gpu
+def test_distill_and_mimicked_model_on_gpu():
+    model = _model("wav2vec2", "stable").cuda()
+    r = distill(model, _noise_clips(4), sample_rate=16000, steps=5, batch_size=2, progress=False)
+    assert next(r.mimic.parameters()).is_cuda and len(r.losses) == 5
+    new = replace_stack(model, r.mimic).eval()
+    x = torch.randn(2, 12000, device="cuda")
+    with torch.no_grad():
+        auto = new(x).last_hidden_state  # fused on CUDA
+        h, _, _ = stack_input(model, x)
+        plain = r.mimic(h, fused=False)
+    assert torch.allclose(auto, plain, atol=1e-4 * (1 + plain.abs().max().item()))
