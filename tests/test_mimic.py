@@ -1,7 +1,6 @@
 """Mimicking layers: network, fused Triton block (interpreter on the CPU), replace_stack, distill."""
 
 import json
-import os
 
 import numpy as np
 import pytest

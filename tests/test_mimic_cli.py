@@ -1,7 +1,6 @@
 """fastsim distill end to end on a tiny random model (offline: noise clips and tiny probe tasks)."""
 
 import json
-import os
 
 import numpy as np
 import pytest

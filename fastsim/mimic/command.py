@@ -14,7 +14,6 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 
 DEFAULT_MODEL = "random:wav2vec2-base"
