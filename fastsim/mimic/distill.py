@@ -20,7 +20,8 @@ resumed from a checkpoint continues exactly as the uninterrupted run would have.
 Checkpoints (every ``checkpoint_every`` steps and at the end, atomically, the latest only) go to
 ``checkpoint_dir``: ``mimic.safetensors`` + ``mimic.json`` (weights, config), ``optimizer.safetensors``
 (AdamW moments) and ``state.json`` (step, settings, loss history). ``resume=True`` continues from
-them; settings that change the run (lr, seed, batch, crop, loss, clips, mimic config) must match.
+them (and starts afresh where there are none yet); settings that change the run (lr, seed, batch,
+crop, loss, clips, mimic config, caching) must match; ``steps`` may grow.
 """
 
 from __future__ import annotations
