@@ -175,6 +175,19 @@ def test_replace_stack_keeps_output_types_and_frame_lengths(family, kw):
     assert all(len(b.hidden_states) == 3 for b in batches)
 
 
+def test_replace_stack_with_an_adapter_masks_stack_frames():
+    model = random_model("wav2vec2", "tiny", add_adapter=True, output_hidden_size=32)
+    new = replace_stack(model, MimickingNetwork(dim=32))
+    x = torch.randn(2, 16000)
+    am = torch.ones(2, 16000, dtype=torch.long)
+    am[1, 8000:] = 0
+    with torch.no_grad():
+        ref, out = model(x, attention_mask=am), new(x, attention_mask=am, output_hidden_states=True)
+    assert out.last_hidden_state.shape == ref.last_hidden_state.shape  # the adapter runs after the mimic
+    valid = (out.hidden_states[0].abs().sum(-1) > 0).sum(1).tolist()
+    assert valid == model._get_feat_extract_output_lengths(torch.tensor([16000, 8000]), add_adapter=False).tolist()
+
+
 def test_replace_stack_errors_and_parameter_report():
     model = _model("wav2vec2", {})
     with pytest.raises(ValueError, match="hidden size"):
@@ -243,6 +256,8 @@ def test_distill_errors_name_the_argument():
         distill(model, _noise_clips(1), sample_rate=16000, mimic=MimicConfig(dim=8))
     with pytest.raises(ValueError, match="audio"):
         distill(model, [np.zeros(10, np.float32)], sample_rate=16000)
+    with pytest.raises(ValueError, match="adapter"):
+        distill(random_model("wav2vec2", "tiny", add_adapter=True, output_hidden_size=32), _noise_clips(1), sample_rate=16000)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         distill(model, _noise_clips(1), sample_rate=16000, resume=True)
 

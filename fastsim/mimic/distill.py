@@ -222,6 +222,9 @@ def distill(
     the model's stack input to its stack output (and each earlier block to its target layer) on
     ``audio``; see the module docs. Returns a DistillResult; the mimic is in eval mode."""
     models.check_model(model)
+    if getattr(model.config, "add_adapter", False):
+        raise ValueError("model: it has an adapter after the stack (config.add_adapter), which changes the frame rate; "
+                         "distill mimics the stack frame by frame, so it needs a model without one")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
     for name, v in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):

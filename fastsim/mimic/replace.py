@@ -21,6 +21,14 @@ from ..models import check_model
 from .network import MimickingNetwork
 
 
+def stack_lengths(model: nn.Module, samples: torch.Tensor) -> torch.Tensor:
+    """Frames of the stack input for clips of these lengths (before any adapter downsamples)."""
+    try:
+        return model._get_feat_extract_output_lengths(samples, add_adapter=False)
+    except TypeError:  # HuBERT: no adapter, no such argument
+        return model._get_feat_extract_output_lengths(samples)
+
+
 def stack_input(model: nn.Module, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
     """(the transformer stack's input (B, T, D) — the feature-projection output the encoder
     receives, padding frames zeroed —, extract_features, the (B, T) frame mask or None)."""
@@ -29,7 +37,7 @@ def stack_input(model: nn.Module, input_values: torch.Tensor, attention_mask: to
     hidden, extract = proj if isinstance(proj, tuple) else (proj, None)
     mask = None
     if attention_mask is not None:
-        lengths = model._get_feat_extract_output_lengths(attention_mask.long().sum(-1))
+        lengths = stack_lengths(model, attention_mask.long().sum(-1))
         mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths.to(hidden.device)[:, None]
         hidden = hidden * mask[..., None].to(hidden.dtype)
     return hidden, extract, mask
