@@ -56,7 +56,8 @@ def resolve_model(spec: str, device: str | None, seed: int = 0):
                 f"{', '.join(models.FAMILIES)} and SIZE in {', '.join(models.SIZES)}"
             )
         model = models.random_model(family, size, seed=seed)
-        name = f"{family}-{size} architecture, RANDOM weights (seed {seed})"
+        cfg = model.config
+        name = f"{family}-{size} architecture ({cfg.num_hidden_layers} x {cfg.hidden_size}), RANDOM weights (seed {seed})"
     else:
         try:
             model = models.load_model(spec, device=device)

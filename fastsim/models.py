@@ -35,7 +35,7 @@ FAMILIES = {
     "wavlm": ("WavLMConfig", "WavLMModel"),
     "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
 }
-SIZES = ("tiny", "base", "large")
+SIZES = ("tiny", "small", "base", "large")
 #: model_type (config) -> family
 MODEL_TYPES = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm", "data2vec-audio": "data2vec-audio"}
 
@@ -56,8 +56,9 @@ def config_for(family: str = "wav2vec2", size: str = "base", **overrides: Any):
     """The transformers config of a family at a size.
 
     base: 12 layers x 768 (group-norm CNN); large: 24 x 1024 (stable layer norm, layer-norm CNN);
-    tiny: 4 layers x 32 with a narrow CNN (the same frame rate: 20 ms, 400-sample receptive
-    field), for tests. ``overrides`` are passed to the config."""
+    small: the base layout (12 layers) at width 256 with a 128-channel CNN, for quick CPU runs;
+    tiny: 4 layers x 32 with a narrow CNN, for tests. All keep the frame rate (20 ms frames,
+    400-sample receptive field). ``overrides`` are passed to the config."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}; got {family!r}")
     if size not in SIZES:
@@ -68,6 +69,10 @@ def config_for(family: str = "wav2vec2", size: str = "base", **overrides: Any):
         kw = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
         if family != "data2vec-audio":  # data2vec-audio has layer-norm CNN and pre-norm stack always
             kw.update(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
+    elif size == "small":
+        kw = dict(hidden_size=256, num_attention_heads=4, intermediate_size=1024, conv_dim=(128,) * 7)
+        if family == "wavlm":
+            kw.update(num_buckets=160, max_bucket_distance=400)
     elif size == "tiny":
         kw = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                   conv_dim=(32,) * 7, num_conv_pos_embedding_groups=4)

@@ -14,8 +14,6 @@ from .sweep import DEFAULT_STRATEGIES
 #: at a quarter of its width, with random weights. wav2vec2-base itself (95M parameters) takes
 #: about 25 s per pruned model over the keyword task on this project's 2-core CPU machines.
 DEFAULT_MODEL = "random:wav2vec2-small"
-SMALL = dict(hidden_size=256, num_attention_heads=4, intermediate_size=1024, conv_dim=(128,) * 7)
-
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -28,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "with espeak-ng (offline).",
     )
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
-                   help="local directory, hub name, random:FAMILY-SIZE (SIZE tiny, small, base, large) (default: %(default)s)")
+                   help="local directory, hub name, random:FAMILY-SIZE (SIZE tiny, small, base, large; small = the base layout at width 256) (default: %(default)s)")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                    help=f"comma list of {', '.join(STRATEGIES)} (default: %(default)s)")
     p.add_argument("--levels", default="0..N",
@@ -72,32 +70,12 @@ def parse_levels(text: str, num_layers: int) -> list[int]:
     return sorted(out)
 
 
-def resolve(spec: str, device: str | None, seed: int):
-    """(model, display name): random:FAMILY-small is the reduced base layout above; the rest is
-    ``fastsim analyze``'s resolver."""
-    from .. import models
-    from ..cli import resolve_model
-
-    if spec.startswith("random:") and spec.endswith("-small"):
-        family = spec[len("random:") : -len("-small")]
-        if family not in models.FAMILIES:
-            raise SystemExit(f"fastsim: error: model {spec!r}: FAMILY must be one of {', '.join(models.FAMILIES)}")
-        kw = dict(SMALL)
-        if family == "wavlm":
-            kw.update(num_buckets=160, max_bucket_distance=400)
-        model = models.random_model(family, "base", seed=seed, **kw)
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        cfg = model.config
-        return model.to(dev), (f"{family}-small architecture ({cfg.num_hidden_layers} x {cfg.hidden_size}), "
-                               f"RANDOM weights (seed {seed})")
-    return resolve_model(spec, device, seed)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..models import ModelError
     from .hooks import LayerStackError, find_layer_stack
     from .sweep import sweep
     from .. import synth
+    from ..cli import resolve_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                          f"choose from {', '.join(STRATEGIES)}")
     if args.probe_seeds < 1:
         raise SystemExit(f"fastsim: error: --probe-seeds must be >= 1; got {args.probe_seeds}")
-    model, name = resolve(args.model, args.device, args.seed)
+    model, name = resolve_model(args.model, args.device, args.seed)
     try:
         L = len(find_layer_stack(model).layers)
     except LayerStackError as e:
