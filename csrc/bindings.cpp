@@ -73,7 +73,7 @@ void pairs_dispatch(std::uintptr_t lists, std::uintptr_t totals, int64_t L, int6
 template <typename T>
 void topk_tile_dispatch(std::uintptr_t tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
                         int64_t col_side_begin, std::uintptr_t vals, std::uintptr_t idx, int64_t count, bool cuda,
-                        std::uintptr_t stream) {
+                        std::uintptr_t stream, int threads) {
   auto pt = reinterpret_cast<const T*>(tile);
   auto pv = reinterpret_cast<T*>(vals);
   auto pi = reinterpret_cast<int64_t*>(idx);
@@ -87,7 +87,7 @@ void topk_tile_dispatch(std::uintptr_t tile, int64_t ld, int64_t rows, int64_t c
 #endif
   }
   py::gil_scoped_release release;
-  fastsim::topk_tile_cpu<T>(pt, ld, rows, cols, row0, col0, col_side_begin, pv, pi, count);
+  fastsim::topk_tile_cpu<T>(pt, ld, rows, cols, row0, col0, col_side_begin, pv, pi, count, threads);
 }
 
 }  // namespace
@@ -130,7 +130,8 @@ PYBIND11_MODULE(_C, m) {
       "topk_tile",
       [](std::uintptr_t tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
          int64_t col_side_begin, std::uintptr_t vals, std::uintptr_t idx, int64_t n, int64_t count, int value_bits,
-         const std::string& device, std::uintptr_t stream) {
+         const std::string& device, std::uintptr_t stream, int threads) {
+        if (threads < 0) throw std::invalid_argument("threads must be >= 0 (0: the OpenMP default)");
         if (rows < 0 || cols < 0) throw std::invalid_argument("rows and cols must be >= 0");
         if (count < 1) throw std::invalid_argument("count must be >= 1");
         if (ld < cols) throw std::invalid_argument("ld must be >= cols");
@@ -141,17 +142,18 @@ PYBIND11_MODULE(_C, m) {
         const bool cuda = is_cuda(device);
         if (value_bits == 32)
           return topk_tile_dispatch<float>(tile, ld, rows, cols, row0, col0, col_side_begin, vals, idx, count, cuda,
-                                           stream);
+                                           stream, threads);
         if (value_bits == 64)
           return topk_tile_dispatch<double>(tile, ld, rows, cols, row0, col0, col_side_begin, vals, idx, count, cuda,
-                                            stream);
+                                            stream, threads);
         throw std::invalid_argument("value_bits must be 32 or 64");
       },
       py::arg("tile"), py::arg("ld"), py::arg("rows"), py::arg("cols"), py::arg("row0"), py::arg("col0"),
       py::arg("col_side_begin"), py::arg("vals"), py::arg("idx"), py::arg("n"), py::arg("count"),
-      py::arg("value_bits"), py::arg("device"), py::arg("stream") = 0,
+      py::arg("value_bits"), py::arg("device"), py::arg("stream") = 0, py::arg("threads") = 0,
       "Feed a (rows, cols) similarity tile (row stride ld) of samples row0.. x col0.. to the running top-count "
-      "heaps (n, count) of its rows (self excluded) and of its columns col0 + j, j >= col_side_begin.");
+      "heaps (n, count) of its rows (self excluded) and of its columns col0 + j, j >= col_side_begin. threads: CPU "
+      "OpenMP threads (0: default).");
 
   m.def(
       "topk_sort",

@@ -25,9 +25,12 @@
 
 namespace fastsim {
 
+// threads: OpenMP threads for this tile (0: the OpenMP default). fastsim runs the CPU selection
+// on one thread beside the next tile's GEMM, which is faster than a team that must wait at its
+// barriers for threads the OS gave to the GEMM or to other processes.
 template <typename T>
 void topk_tile_cpu(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
-                   int64_t col_side_begin, T* vals, int64_t* idx, int64_t count);
+                   int64_t col_side_begin, T* vals, int64_t* idx, int64_t count, int threads = 0);
 
 template <typename T>
 void topk_sort_cpu(T* vals, int64_t* idx, int64_t n, int64_t count);

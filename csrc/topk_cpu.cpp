@@ -301,13 +301,13 @@ __attribute__((target("avx512f"))) void column_hits_avx512(const double* s, int6
 
 template <typename T>
 void single_pass(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0, int64_t begin,
-                 const T* bar, T* vals, int64_t* idx, int64_t count, bool parallel) {
+                 const T* bar, T* vals, int64_t* idx, int64_t count, bool parallel, int team) {
   const int64_t stripes = (cols - begin + kColumnStripe - 1) / kColumnStripe;
   std::vector<std::vector<std::vector<Hit<T>>>> buckets;
 #ifdef FASTSIM_AVX512
   const bool wide = use_avx512();
 #endif
-#pragma omp parallel if (parallel)
+#pragma omp parallel if (parallel) num_threads(team)
   {
     int threads = 1, me = 0;
 #ifdef _OPENMP
@@ -346,12 +346,16 @@ void single_pass(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t 
 
 template <typename T>
 void topk_tile_cpu(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
-                   int64_t col_side_begin, T* vals, int64_t* idx, int64_t count) {
+                   int64_t col_side_begin, T* vals, int64_t* idx, int64_t count, int threads) {
   if (rows <= 0 || cols <= 0) return;
   const int64_t begin = std::max<int64_t>(0, col_side_begin);
+  int team = 1;
+#ifdef _OPENMP
+  team = threads > 0 ? threads : omp_get_max_threads();
+#endif
   // Small tiles run on the calling thread: waking a team costs more than the scan (and much more
   // on a machine shared with other busy processes).
-  const bool parallel = rows * cols >= (int64_t{1} << 16);
+  const bool parallel = team > 1 && rows * cols >= (int64_t{1} << 16);
   if (begin < cols) {
     std::vector<T> bar(static_cast<size_t>(cols - begin));
     bool full = true;
@@ -360,11 +364,11 @@ void topk_tile_cpu(const T* tile, int64_t ld, int64_t rows, int64_t cols, int64_
       full = full && bar[j - begin] > -std::numeric_limits<T>::infinity();
     }
     if (full && single_pass_enabled.load(std::memory_order_relaxed)) {
-      single_pass(tile, ld, rows, cols, row0, col0, begin, bar.data(), vals, idx, count, parallel);
+      single_pass(tile, ld, rows, cols, row0, col0, begin, bar.data(), vals, idx, count, parallel, team);
       return;
     }
   }
-#pragma omp parallel if (parallel)
+#pragma omp parallel if (parallel) num_threads(team)
   {
     row_side(tile, ld, rows, cols, row0, col0, vals, idx, count);  // ends with the omp-for barrier
     if (begin < cols) column_side(tile, ld, rows, cols, row0, col0, begin, vals, idx, count);
@@ -411,9 +415,9 @@ void topk_sort_cpu(T* vals, int64_t* idx, int64_t n, int64_t count) {
 }
 
 template void topk_tile_cpu<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
-                                   int64_t*, int64_t);
+                                   int64_t*, int64_t, int);
 template void topk_tile_cpu<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double*,
-                                    int64_t*, int64_t);
+                                    int64_t*, int64_t, int);
 template void topk_sort_cpu<float>(float*, int64_t*, int64_t, int64_t);
 template void topk_sort_cpu<double>(double*, int64_t*, int64_t, int64_t);
 

@@ -103,10 +103,19 @@ def _check_state(vals: torch.Tensor, idx: torch.Tensor) -> None:
         raise ValueError("vals and idx must be on one device")
 
 
-def topk_tile(tile: torch.Tensor, row0: int, col0: int, vals: torch.Tensor, idx: torch.Tensor, col_side_begin: int | None = None) -> None:
+def topk_tile(
+    tile: torch.Tensor,
+    row0: int,
+    col0: int,
+    vals: torch.Tensor,
+    idx: torch.Tensor,
+    col_side_begin: int | None = None,
+    threads: int = 0,
+) -> None:
     """Feed the similarity tile S[i, j] = sim(row0 + i, col0 + j) to the running heaps in place:
     to the heaps of its rows (self excluded) and, for columns j >= col_side_begin, to the heaps of
-    samples col0 + j (default: no column side). Ties go to the smaller index (csrc/topk.h)."""
+    samples col0 + j (default: no column side). Ties go to the smaller index (csrc/topk.h).
+    threads: OpenMP threads on the CPU (0: the OpenMP default). Releases the GIL on the CPU."""
     _check_state(vals, idx)
     if tile.dim() != 2 or tile.dtype != vals.dtype or tile.device != vals.device:
         raise ValueError(f"tile must be a 2-D {vals.dtype} tensor on {vals.device}; got {tuple(tile.shape)} {tile.dtype} on {tile.device}")
@@ -122,7 +131,7 @@ def topk_tile(tile: torch.Tensor, row0: int, col0: int, vals: torch.Tensor, idx:
     with torch.cuda.device(tile.device) if tile.device.type == "cuda" else contextlib.nullcontext():
         _C.topk_tile(
             tile.data_ptr(), ld, rows, cols, row0, col0, begin, vals.data_ptr(), idx.data_ptr(),
-            n, count, 32 if vals.dtype == torch.float32 else 64, tile.device.type, _stream(tile.device),
+            n, count, 32 if vals.dtype == torch.float32 else 64, tile.device.type, _stream(tile.device), int(threads),
         )
 
 

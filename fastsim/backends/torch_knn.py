@@ -157,9 +157,9 @@ def _tile_shape(n: int, itemsize: int, device: torch.device) -> tuple[int, int]:
     if device.type == "cuda":
         cols = min(n, 65536)
         rows = max(256, min(4096, options.CHUNK_BYTES // (cols * itemsize)))
-    else:
+    else:  # two tiles in flight (one multiplied, one selected)
         cols = min(n, 8192)
-        rows = max(64, min(1024, options.CHUNK_BYTES // (cols * itemsize)))
+        rows = max(64, min(1024, options.CHUNK_BYTES // (2 * cols * itemsize)))
     return min(rows, n), cols
 
 
@@ -170,24 +170,43 @@ def _native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, t
     Row block [s, e) meets the columns [s, n) in tiles. A tile's rows take every similarity in it;
     the columns past the row block (c >= e) also take it down the column, so each similarity of a
     pair in different row blocks is computed once and serves both samples (half the matmul).
-    On the CPU the tiles are multiplied by NumPy's BLAS into one reused buffer (no page faults
-    from fresh allocations; OpenBLAS's sgemm is the faster one on the machines measured)."""
+
+    On the CPU the tiles are multiplied by NumPy's BLAS (OpenBLAS's sgemm was the faster one on
+    the machines measured) into two reused buffers, and each tile's selection runs on one
+    helper thread while the next tile is multiplied (both release the GIL): no OpenMP team waits
+    at a barrier for threads the OS lent to the GEMM or to other processes, and the selection's
+    time hides behind the GEMM. On CUDA both run in order on the current stream."""
     n = units.shape[0]
     rows, cols = _tile_shape(n, units.element_size(), units.device)
     vals, idx = native.topk_state(n, count, units.dtype, units.device)
-    buf = torch.empty(rows * cols, dtype=units.dtype, device=units.device)
-    cpu = units.device.type == "cpu"
-    u_np = units.numpy() if cpu else None
-    for s in range(0, n, rows):
-        e = min(n, s + rows)
-        for c0 in range(s, n, cols):
-            c1 = min(n, c0 + cols)
+    tiles = [(s, c0) for s in range(0, n, rows) for c0 in range(s, n, cols)]
+    if units.device.type != "cpu":
+        buf = torch.empty(rows * cols, dtype=units.dtype, device=units.device)
+        for s, c0 in tiles:
+            e, c1 = min(n, s + rows), min(n, c0 + cols)
             tile = buf[: (e - s) * (c1 - c0)].view(e - s, c1 - c0)
-            if cpu:
-                np.matmul(u_np[s:e], u_np[c0:c1].T, out=tile.numpy())
-            else:
-                torch.matmul(units[s:e], units[c0:c1].T, out=tile)
+            torch.matmul(units[s:e], units[c0:c1].T, out=tile)
             native.topk_tile(tile, s, c0, vals, idx, col_side_begin=max(0, e - c0))
+        native.topk_sort(vals, idx)
+        return vals, idx
+
+    import concurrent.futures
+
+    u = units.numpy()
+    bufs = [torch.empty(rows * cols, dtype=units.dtype) for _ in range(2)]
+    pending: list[concurrent.futures.Future | None] = [None, None]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsim-topk") as pool:
+        for t, (s, c0) in enumerate(tiles):
+            slot = t % 2
+            if pending[slot] is not None:
+                pending[slot].result()  # that buffer's selection is done; re-raises its error
+            e, c1 = min(n, s + rows), min(n, c0 + cols)
+            tile = bufs[slot][: (e - s) * (c1 - c0)].view(e - s, c1 - c0)
+            np.matmul(u[s:e], u[c0:c1].T, out=tile.numpy())
+            pending[slot] = pool.submit(native.topk_tile, tile, s, c0, vals, idx, max(0, e - c0), 1)
+        for f in pending:
+            if f is not None:
+                f.result()
     native.topk_sort(vals, idx)
     return vals, idx
 
