@@ -1,11 +1,16 @@
 """Exact cosine k-nearest neighbours and mutual-kNN alignment, torch backend.
 
-Neighbours of one representation, in row blocks (never the whole n x n similarity):
+Neighbours of one representation, in tiles (never the whole n x n similarity):
 
-1. Approximate pass: unit rows in the compute dtype, a (b x n) block of similarities by matmul
-   (under the requested matmul precision), self set to -inf, ``topk`` of k + margin candidates.
-   ``approximation_bound`` gives tol >= |approximate - exact| (float32: 2.2 (d + 3) eps, plus the
-   TF32/bf16 operand rounding at "high"/"medium").
+1. Approximate pass: unit rows in the compute dtype (float32 ones rounded once from float64),
+   similarity tiles by matmul under the requested matmul precision, self excluded, the best
+   k + margin candidates per row. Only the tiles on and right of the diagonal are computed; each
+   serves its rows and, down its columns, its columns' rows (half the matmul). The selection is
+   either torch.topk over blocks (``use_native=False``, backend "torch") or the compiled running
+   top-k of fastsim._C (``_native_candidates``: C++/AVX-512 on the CPU, a warp-ballot CUDA kernel
+   on the GPU; ties to the smaller index). ``approximation_bound`` gives tol >=
+   |approximate - reference| (float32: about (d + 3) 2**-24, plus the TF32/bf16 operand rounding
+   at "high"/"medium"; the derivation is in its docstring).
 2. Rows whose k-th approximate similarity beats the (k+1)-th by more than 2 tol are done: no
    sample outside the top k can reach one inside, whatever the rounding.
 3. The other rows (near-ties, duplicates) are re-ranked exactly: candidates' similarities
