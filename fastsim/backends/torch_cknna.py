@@ -40,6 +40,11 @@ class _Layer:
         self.x = x
         self.lists = knn_indices(x, k, precision=precision, use_native=use_native).sort(dim=1).values
         self.scales = _prepare(x, None)[1]
+        # float64 similarities at the layer's own neighbour positions, used by every pair
+        n = x.shape[0]
+        self.own = torch.empty(n, k, dtype=torch.float64, device=x.device)
+        for s, e in options.row_chunks(n, k * x.shape[1] * 8 * 3):
+            self.own[s:e] = self.sims(torch.arange(s, e, device=x.device), self.lists[s:e])
 
     def sims(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         return _exact_sims(self.x, self.scales, rows, cols)
@@ -57,8 +62,8 @@ def _hsic_terms(a: _Layer, b: _Layer, n: int) -> float:
         rows = torch.arange(s, e, device=dev)
         cand = a.lists[s:e]  # (r, k): j in N_a(i)
         shared = _in_rows(b.lists, rows[:, None].expand_as(cand), cand)  # j in N_b(i)
-        va = a.sims(rows, cand) * shared
-        vb = b.sims(rows, cand) * shared
+        va = a.own[s:e] * shared
+        vb = va if b is a else b.sims(rows, cand) * shared
         sum_a = sum_a + va.sum()
         sum_b = sum_b + vb.sum()
         row_b[s:e] = vb.sum(1)
