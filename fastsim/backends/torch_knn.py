@@ -29,6 +29,8 @@ reduced precision pushed it out of the k + margin candidates.
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import numpy as np
 import torch
 
@@ -157,8 +159,8 @@ def _tile_shape(n: int, itemsize: int, device: torch.device) -> tuple[int, int]:
 
     Short, wide tiles: the diagonal part of each row block, computed in full, costs n * rows / 2
     extra similarities in all (2 % at n = 50 000 on the CPU), and a wide tile gives the column
-    side many independent columns (one GPU thread each) and the GEMM a good shape. On the CPU a
-    tile stays small enough to be re-read from cache by the two selection passes."""
+    side many independent columns (one GPU thread each) and the GEMM a good shape. On the CPU the
+    two tiles in flight (one multiplied, one selected) share the chunk budget."""
     if device.type == "cuda":
         cols = min(n, 65536)
         rows = max(256, min(4096, options.CHUNK_BYTES // (cols * itemsize)))
@@ -194,8 +196,6 @@ def _native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, t
             native.topk_tile(tile, s, c0, vals, idx, col_side_begin=max(0, e - c0))
         native.topk_sort(vals, idx)
         return vals, idx
-
-    import concurrent.futures
 
     u = units.numpy()
     bufs = [torch.empty(rows * cols, dtype=units.dtype) for _ in range(2)]
