@@ -10,6 +10,7 @@ from . import reference
 from .metrics import cka, cknna, cosine, mutual_knn, similarity_matrix
 from .options import DegenerateWarning
 from .layer_similarity import LayerSimilarity
+from .analysis import analyze
 from .streaming import StreamingCKA
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "similarity_matrix",
     "StreamingCKA",
     "LayerSimilarity",
+    "analyze",
     "reference",
     "DegenerateWarning",
     "__version__",
