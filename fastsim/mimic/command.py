@@ -70,8 +70,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--clips", type=int, default=24, help="synthesized sentences for the offline default")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice, lowered to the cores the 1-minute load average "
-                   "leaves idle, at least 1: oversubscribed cores make torch's small ops many times slower)")
+                   help="torch CPU threads (default: torch's choice; on a machine busy with other work, fewer "
+                   "threads than cores can be several times faster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="stop at the first bad audio file instead of skipping it")
     p.add_argument("--no-progress", action="store_true")
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     finally:
-        torch.set_num_threads(threads)  # --threads and the busy-machine default last for the command only
+        torch.set_num_threads(threads)  # --threads lasts for the command only
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -129,13 +129,9 @@ def _run(args: argparse.Namespace) -> int:
     if bad:  # before minutes of training, not after
         raise SystemExit(f"fastsim: error: --tasks: {', '.join(map(repr, bad))}: neither keywords, speakers nor a directory")
     if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"fastsim: error: --threads must be >= 1; got {args.threads}")
         torch.set_num_threads(args.threads)
-    elif (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu") and hasattr(os, "getloadavg"):
-        idle = max(1, (os.cpu_count() or 1) - round(os.getloadavg()[0]))
-        if idle < torch.get_num_threads():
-            print(f"threads: {idle} (of {torch.get_num_threads()}: the machine is busy, load {os.getloadavg()[0]:.1f}; "
-                  f"--threads to choose)")
-            torch.set_num_threads(idle)
 
     if args.audio:
         audio = _expand_audio(args.audio)

@@ -71,13 +71,23 @@ def parse_levels(text: str, num_layers: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    threads = torch.get_num_threads()
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # --threads lasts for the command only
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..models import ModelError
     from .hooks import LayerStackError, find_layer_stack
     from .sweep import sweep
     from .. import synth
     from ..cli import resolve_model
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"fastsim: error: --threads must be >= 1; got {args.threads}")
         torch.set_num_threads(args.threads)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in strategies if s not in STRATEGIES]
