@@ -7,7 +7,10 @@ any checkpoint of theirs (CTC / classification heads included: the encoder insid
 ``hidden_state_batches`` is the runner: it loads clips, batches them, and yields each batch's
 hidden states — the input of the transformer stack first, then every layer's output, as the
 model's ``output_hidden_states`` gives them — with the frame-level mask. Only one batch of
-activations exists at a time.
+activations exists at a time. The last one is the stack's output, ``last_hidden_state``: in the
+stable-layer-norm (large) models that is after the encoder's final layer norm, as transformers
+4.x's ``hidden_states[-1]`` was; transformers 5 returns it before that norm, so the runner puts
+``last_hidden_state`` in its place and the results do not depend on the transformers version.
 
 Padding. A frame-level mask is exact only where the model's output for a clip does not depend on
 what else is in its batch. That holds for the layer-norm CNN families with an attention mask
@@ -267,6 +270,8 @@ def hidden_state_batches(
             if all_layers and (states is None or len(states) != model.config.num_hidden_layers + 1):
                 raise ModelError(f"{type(model).__name__} did not return the {model.config.num_hidden_layers + 1} hidden states "
                                  f"(stack input + every layer) that output_hidden_states=True asks for")
+            if all_layers and out.last_hidden_state.shape == states[-1].shape:  # (an adapter changes the frame rate)
+                states = (*states[:-1], out.last_hidden_state)
             T = states[0].shape[1]
             frames = torch.as_tensor(frame_counts(model, [w.size for w in waves]), device=states[0].device)
             mask = torch.arange(T, device=frames.device)[None, :] < frames[:, None]

@@ -38,13 +38,28 @@ def clips(n=4, seed=0):
 
 
 def direct_hidden_states(model, waves):
-    """Every clip alone through the HF model (no padding, as the reference)."""
+    """Every clip alone through the HF model (no padding, as the reference): the stack input and
+    the layers' outputs, the last being the stack's output (last_hidden_state)."""
     out = []
     with torch.no_grad():
         for w in waves:
             x = torch.from_numpy(models.normalize(w))[None]
-            out.append([h[0].double().numpy() for h in model(x, output_hidden_states=True).hidden_states])
+            o = model(x, output_hidden_states=True)
+            out.append([h[0].double().numpy() for h in (*o.hidden_states[:-1], o.last_hidden_state)])
     return out
+
+
+@pytest.mark.parametrize("variant", ["base", "large"])
+def test_the_last_row_is_the_stack_output(variant):
+    model = tiny("wav2vec2", variant)
+    (batch,) = models.hidden_state_batches(model, clips(1))
+    with torch.no_grad():
+        out = model(torch.from_numpy(models.normalize(clips(1)[0][1]))[None])
+    torch.testing.assert_close(batch.hidden_states[-1], out.last_hidden_state)
+    if variant == "large":  # after the final layer norm: every frame normalized (up to its affine part)
+        ln = model.encoder.layer_norm
+        centred = (batch.hidden_states[-1] - ln.bias) / ln.weight
+        torch.testing.assert_close(centred.mean(-1), torch.zeros_like(centred.mean(-1)), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("family,variant", VARIANTS)
