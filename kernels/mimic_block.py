@@ -120,6 +120,36 @@ def _settings(dtype: torch.dtype, precision: str) -> dict:
     return dict(ACC=tl.float32, OP=tl.float32, EMULATE=False, DOT_F32=True, PRECISION=mode)
 
 
+#: the widest hidden layer the kernel takes: the (BLOCK_M, h) tile lives in registers and the
+#: (h, BLOCK_N) W2 tile in shared memory, so wider blocks use the module ops (fused=False).
+MAX_WIDTH = 256
+
+
+def launch_config(dtype: torch.dtype, width: int, *, interpret: bool = False) -> dict:
+    """Tile sizes and pipeline depth for a block of this width and input dtype.
+
+    On a GPU the tiles shrink as a hidden row (h elements of the dot operands) grows, so that
+    shared memory stays under ~70 KB at every width up to MAX_WIDTH and every dtype: below the
+    99 KB a block may use on sm_86/sm_89 (consumer Ampere/Ada) as well as the 163/227 KB of the
+    A100/H100. (Fixed 32 x 64 tiles needed 104 KB at h = 128 and 136 KB at h = 256 in float32,
+    and 168 KB at h = 128 in float64: out of resources on those GPUs.) Under the interpreter
+    bigger row tiles are faster (fewer programs)."""
+    block_h = max(16, triton.next_power_of_2(width))
+    row = torch.empty((), dtype=dtype).element_size() * block_h
+    wide = dtype == torch.float64
+    if row <= 256:
+        block_m, block_k, block_n, stages = 32, 32 if wide else 64, 64, 3
+    elif row <= 512:
+        block_m, block_k, block_n, stages = 32, 32, 32, 3
+    elif row <= 1024:
+        block_m, block_k, block_n, stages = 16, 32, 32, 2
+    else:
+        block_m, block_k, block_n, stages = 16, 16, 16, 2
+    if interpret:
+        block_m = 64
+    return dict(BLOCK_M=block_m, BLOCK_H=block_h, BLOCK_K=block_k, BLOCK_N=block_n, num_stages=stages)
+
+
 def mimic_block(
     x: torch.Tensor,
     w1: torch.Tensor,
@@ -144,6 +174,8 @@ def mimic_block(
         raise ValueError(f"x must be (M, D); got {tuple(x.shape)}")
     M, D = x.shape
     H = w1.shape[0]
+    if H > MAX_WIDTH:
+        raise ValueError(f"width: the fused kernel takes blocks up to {MAX_WIDTH} wide; got {H} (use fused=False)")
     if w1.shape != (H, D) or w2.shape != (D, H) or b1.shape != (H,) or b2.shape != (D,) or gamma.shape != (H,) or beta.shape != (H,):
         raise ValueError(f"weights do not fit a block of width {H} on {D} features")
     if x.dtype not in _TL:
@@ -157,20 +189,14 @@ def mimic_block(
     y = torch.empty((M, D), dtype=x.dtype, device=x.device)
     if M == 0:
         return y
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    block_h = max(16, triton.next_power_of_2(H))
-    # Under the interpreter bigger tiles are faster (fewer programs); on a GPU BLOCK_M = 32 keeps
-    # the (BLOCK_M, h) tile in registers and enough programs for the SMs at a few thousand frames.
-    block_m = 64 if interpret else (32 if block_h <= 128 else 16)
-    block_k = 32 if x.dtype == torch.float64 else 64
-    block_n = 64 if block_h <= 128 else 32
-    grid = (triton.cdiv(M, block_m),)
+    cfg = launch_config(x.dtype, H, interpret=os.environ.get("TRITON_INTERPRET") == "1")
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]),)
     u = hidden if hidden is not None else x
     mimic_block_kernel[grid](
         x, u, w1, b1, gamma, beta, w2, b2, y,
         M, D, H, x.stride(0), u.stride(0), y.stride(0), float(eps),
         ACT=ACT_CODES[activation], RESIDUAL=bool(residual), FROM_HIDDEN=hidden is not None,
-        BLOCK_M=block_m, BLOCK_H=block_h, BLOCK_K=block_k, BLOCK_N=block_n,
+        **cfg,
         **_settings(x.dtype, precision),
     )
     return y

@@ -2,10 +2,11 @@
 
 Automatic (``fused=None``): the kernel runs when the network is in eval mode, no gradient is
 needed (torch.no_grad / inference_mode, or nothing requires grad), the input is on a CUDA device,
-Triton is usable, and every block's width is at most MAX_AUTO_WIDTH (wider hidden tiles spill
-registers; the module is used instead). ``fused=True`` runs the kernel whatever the device (on
-the CPU under TRITON_INTERPRET=1, for tests); it refuses when a gradient is needed, since the
-kernel has no backward. The training path is always the plain module.
+Triton is usable, and every block's width is at most MAX_AUTO_WIDTH (the kernel's own limit,
+fastsim.kernels.mimic_block.MAX_WIDTH: the hidden tile lives in registers and shared memory; wider
+networks use the module). ``fused=True`` runs the kernel whatever the device (on the CPU under
+TRITON_INTERPRET=1, for tests); it refuses when a gradient is needed, since the kernel has no
+backward, and raises ValueError for a block wider than MAX_WIDTH. The training path is always the plain module.
 
 Tolerance (documented, tested): against the module forward in float32, the fused block agrees to
 max |fused - module| <= 1e-4 * (1 + max |module|) with precision="highest" (3xTF32 on GPUs, exact
