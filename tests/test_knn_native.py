@@ -160,3 +160,62 @@ def test_native_and_torch_paths_agree_on_clustered_data(dtype):
     ref = R.knn_indices(x.double().numpy()[:600], 12)  # a smaller exact check of the same kind of data
     got = knn_indices(x[:600], 12, precision="highest", use_native=True)
     assert np.sort(got.numpy(), 1).tolist() == np.sort(ref, 1).tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_openmp_team_on_large_tiles_with_ties_and_nan(dtype):
+    """Tiles of >= 2**16 similarities with threads > 1 take the OpenMP paths (rows split between
+    threads, column stripes, per-thread hit buckets of the single pass), which the small tiles of
+    the other tests never reach; NaN (never a neighbour) on both sides, many exact ties."""
+    rng = np.random.default_rng(7)
+    n, rows, cols, count = 900, 300, 700, 20
+    x = rng.integers(-2, 3, size=(n, 4)).astype(float)
+    sims = torch.from_numpy(x @ x.T).to(dtype)
+    r, c = rng.integers(0, n, 60), rng.integers(0, n, 60)
+    sims[r, c] = sims[c, r] = float("nan")
+    vals, idx = native.topk_state(n, count, dtype, "cpu")
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        for c0 in range(s, n, cols):
+            c1 = min(n, c0 + cols)
+            native.topk_tile(sims[s:e, c0:c1], s, c0, vals, idx, col_side_begin=max(0, e - c0), threads=3)
+    native.topk_sort(vals, idx)
+    s64 = sims.double().numpy()
+    s64[np.isnan(s64)] = -np.inf
+    ref_v, ref_i = brute_top(s64, count)
+    assert idx.numpy().tolist() == ref_i.tolist()
+    assert np.array_equal(vals.double().numpy(), ref_v)
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_non_finite_rows_are_a_clear_error(use_native):
+    """NaN similarities never enter the compiled heaps (empty slots, index 2**63 - 1, would reach
+    the re-rank as an IndexError) and are the largest values to torch.topk (a NaN row would be
+    everyone's neighbour): kNN refuses such input by name, whatever check_finite says."""
+    import fastsim
+
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="row 3 contains NaN or Inf"):
+        knn_indices(torch.from_numpy(x), 3, precision="highest", use_native=use_native)
+    x[3, 1] = np.inf
+    backend = "cuda" if use_native else "torch"
+    with pytest.raises(ValueError, match="row 3 contains NaN or Inf"):
+        fastsim.mutual_knn(x, x, k=3, backend=backend, check_finite=False)
+    with pytest.raises(ValueError, match="row 3 contains NaN or Inf"):
+        fastsim.cknna(x, x, k=3, backend=backend, check_finite=False)
+
+
+def test_bound_at_high_covers_tf32_truncation():
+    """TF32 tensor cores read only the top 10 mantissa bits of each float32 operand (truncation):
+    simulate that on the unit rows of _prepare and check the approximate self-similarity of
+    duplicate rows (exactly 1 in the reference) stays within approximation_bound(.., "high").
+    With the error of a rounding to nearest (2**-11) the bound is exceeded here."""
+    g = torch.Generator().manual_seed(0)
+    d = 2
+    x = torch.randn(200_000, d, generator=g)
+    units, _ = torch_knn._prepare(x, torch.float32)
+    tf32 = (units.view(torch.int32) & ~((1 << 13) - 1)).view(torch.float32)
+    err = (1.0 - tf32.double().square().sum(1)).abs().max().item()
+    assert err <= torch_knn.approximation_bound(d, torch.float32, "high")
+    assert err > 1.3 * 2.0**-10  # beyond the old bound with TF32 as a rounding (about 1.01 * 2**-10)

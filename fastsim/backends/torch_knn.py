@@ -223,8 +223,10 @@ def approximation_bound(d: int, dt: torch.dtype, precision: str) -> float:
 
     float32 (u = 2**-24, u64 = 2**-53): every unit-row component is the exact unit vector's
     component times (1 + r), |r| <= rho = u + 2 (d + 4) u64 (float64 norm and division, one
-    rounding to float32), compounded with the TF32 (2**-11) or bf16 (2**-8) operand rounding at
-    "high"/"medium". By Cauchy-Schwarz, perturbing both operands moves the dot product by at most
+    rounding to float32), compounded with the TF32 (2**-10) or bf16 (2**-8) operand rounding at
+    "high"/"medium". TF32 tensor cores read only the top 10 bits of each operand's mantissa (a
+    truncation, not a rounding to nearest), so its relative error is below 2**-10, not 2**-11.
+    By Cauchy-Schwarz, perturbing both operands moves the dot product by at most
     (1 + rho)^2 - 1; accumulating d products in float32, in any order, adds at most
     gamma_d (1 + rho)^2 with gamma_d = d u / (1 - d u) (Higham, Thm 3.5 / 3.4 for blocked sums);
     subnormal components add at most d 2**-120; the reference itself is within 2 (d + 4) u64 of
@@ -235,7 +237,7 @@ def approximation_bound(d: int, dt: torch.dtype, precision: str) -> float:
     if dt != torch.float32:
         return 2.2 * (d + 3) * 2 * torch.finfo(torch.float64).eps
     u, u64 = 2.0**-24, 2.0**-53
-    operand = {"highest": 0.0, "high": 2.0**-11, "medium": 2.0**-8}[precision]
+    operand = {"highest": 0.0, "high": 2.0**-10, "medium": 2.0**-8}[precision]
     rho = (1 + u + 2 * (d + 4) * u64) * (1 + operand) - 1
     grow = (1 + rho) ** 2
     gamma = d * u / (1 - d * u)
@@ -257,6 +259,14 @@ def knn_indices(
     tol = approximation_bound(d, dt, precision)
     check = precision == "highest"
     units, scales = _prepare(x, dt)
+    bad = ~torch.isfinite(scales[:, 1])
+    if bool(bad.any()):
+        # NaN similarities never enter the compiled heaps (which would keep empty slots) and are
+        # the largest values to torch.topk: neither gives a neighbour list, so say so here.
+        raise ValueError(
+            f"k-nearest neighbours need finite inputs: row {int(bad.nonzero()[0, 0])} contains NaN or Inf "
+            "(check_finite=False does not make kNN-based metrics defined on it)"
+        )
     out = torch.empty(n, k, dtype=torch.int64, device=x.device)
 
     def settle(rows: torch.Tensor, approx: torch.Tensor, cand: torch.Tensor, count: int) -> torch.Tensor:
