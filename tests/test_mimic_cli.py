@@ -74,6 +74,8 @@ def test_two_block_targets_from_similarity_blocks(tmp_path, audio_dir, capsys):
 @pytest.mark.parametrize("extra, match", [
     (["--widths", "a"], "--widths"), (["--steps", "0"], "--steps"), (["--context", "2"], "--context"),
     (["--targets", "3,2", "--widths", "8,8"], "--targets"), (["--tasks", "/nonexistent-dir"], "--tasks"),
+    (["--time-seconds", "0.01"], "--time-seconds"), (["--crop-seconds", "0.01"], "--crop-seconds"),
+    (["--lr", "0"], "--lr"), (["--weight-decay", "-1"], "--weight-decay"),
 ])
 def test_distill_command_errors_name_the_argument(tmp_path, audio_dir, extra, match, capsys):
     args = ["distill", "random:wav2vec2-tiny", str(audio_dir / "train"), "--out", str(tmp_path / "e"), "--steps", "1",

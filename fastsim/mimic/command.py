@@ -121,8 +121,14 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit(f"fastsim: error: {name} must be >= {lo}; got {v}")
     if args.context < 0 or (args.context and args.context % 2 == 0):
         raise SystemExit(f"fastsim: error: --context must be 0 or an odd kernel size; got {args.context}")
-    if args.crop_seconds < 0:
-        raise SystemExit(f"fastsim: error: --crop-seconds must be >= 0; got {args.crop_seconds}")
+    if args.crop_seconds != 0 and not args.crop_seconds >= 0.025:
+        raise SystemExit(f"fastsim: error: --crop-seconds must be 0 (whole clips) or at least 0.025 (one frame); got {args.crop_seconds}")
+    if args.time_seconds is not None and not args.time_seconds >= 0.025:  # before training, not after
+        raise SystemExit(f"fastsim: error: --time-seconds must be at least 0.025 (one frame); got {args.time_seconds}")
+    if not args.lr > 0:
+        raise SystemExit(f"fastsim: error: --lr must be > 0; got {args.lr}")
+    if not args.weight_decay >= 0:
+        raise SystemExit(f"fastsim: error: --weight-decay must be >= 0; got {args.weight_decay}")
     progress = not args.no_progress
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in ("keywords", "speakers") and not os.path.isdir(t)]
@@ -194,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cuda = dev.type == "cuda"
     times = compare(model, mimicked, batch=args.time_batch or (128 if cuda else 2),
-                    clip_seconds=args.time_seconds or (1.0 if cuda else 2.0),
+                    clip_seconds=args.time_seconds if args.time_seconds is not None else (1.0 if cuda else 2.0),
                     warmup=args.warmup if args.warmup is not None else (100 if cuda else 1),
                     repeats=args.repeats or (50 if cuda else 3), seed=args.seed)
     report["time"] = times.to_json()
