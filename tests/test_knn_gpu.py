@@ -1,6 +1,8 @@
 """The CUDA k-selection (csrc/topk_cuda.cu) and the kNN / mutual-kNN / CKNNA paths on CUDA tensors
 (skipped without a GPU; bench/device.sh runs them on a lent one)."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,37 @@ def test_reduced_precision_swap_rate(precision):
     differ = sum(set(a) != set(b) for a, b in zip(got.tolist(), ref.tolist()))
     print(f"precision={precision}: {differ} of {len(ref)} neighbour sets differ from the float64 reference")
     assert differ <= {"high": 0.005, "medium": 0.05}[precision] * len(ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_topk_nan_empty_slots_and_side_stream_equal_cpu(dtype):
+    """NaN never enters on either side, heaps bigger than the candidates keep their empty slots
+    (value -inf, index 2**63 - 1), and the kernels run on the caller's current stream (a side
+    stream here): the CUDA heaps equal the CPU ones."""
+    rng = np.random.default_rng(5)
+    n, count = 700, 400
+    x = rng.integers(-2, 3, size=(n, 5)).astype(np.float64)
+    sims = torch.from_numpy(x @ x.T).to(dtype)
+    r, c = rng.integers(0, n, 200), rng.integers(0, n, 200)
+    sims[r, c] = sims[c, r] = float("nan")
+    results = []
+    for device in ("cpu", "cuda"):
+        s_dev = sims.to(device)
+        vals, idx = native.topk_state(n, count, dtype, torch.device(device))
+        side = torch.cuda.Stream() if device == "cuda" else None
+        if side is not None:
+            side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+            for rows, cols in ((64, 333),):
+                for s in range(0, 300, rows):  # row blocks over the first 300 samples only: short heaps
+                    e = min(300, s + rows)
+                    for c0 in range(s, n, cols):
+                        c1 = min(n, c0 + cols)
+                        native.topk_tile(s_dev[s:e, c0:c1], s, c0, vals, idx, col_side_begin=max(0, e - c0))
+            native.topk_sort(vals, idx)
+        if side is not None:
+            torch.cuda.current_stream().wait_stream(side)
+        results.append((vals.cpu(), idx.cpu()))
+    assert (results[0][1] == native.EMPTY_INDEX).any()  # some slots stay empty
+    assert torch.equal(results[0][1], results[1][1])
+    assert torch.equal(results[0][0], results[1][0])
