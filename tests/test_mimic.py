@@ -1,6 +1,7 @@
 """Mimicking layers: network, fused Triton block (interpreter on the CPU), replace_stack, distill."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -244,6 +245,54 @@ def test_checkpoints_round_trip_and_resume_exactly(tmp_path, cache):
     assert not _same_weights(part.mimic, full.mimic)
     with pytest.raises(ValueError, match="lr"):
         distill(model, clips, steps=6, checkpoint_dir=tmp_path / "b", resume=True, **{**kw, "lr": 1e-2})
+
+
+@pytest.mark.parametrize("where", ["before the commit", "after the commit"])
+def test_a_checkpoint_interrupted_while_saving_resumes_exactly(tmp_path, monkeypatch, where):
+    """A run killed in the middle of writing a checkpoint: the files left must belong together, so
+    the resumed run continues as the uninterrupted one would have (from step 2 or from step 4)."""
+    import importlib
+
+    dmod = importlib.import_module("fastsim.mimic.distill")  # (fastsim.mimic.distill is also the function)
+
+    model = _model("wav2vec2", "stable")
+    clips = _noise_clips(6)
+    kw = dict(sample_rate=16000, batch_size=4, crop_seconds=0.75, progress=False, checkpoint_every=2)
+    full = distill(model, clips, steps=6, checkpoint_dir=tmp_path / "a", **kw)
+
+    write_json, replace = dmod._write_json, os.replace
+
+    class Killed(Exception):
+        pass
+
+    def dying_write_json(path, obj):  # dies as the step-4 state.json is about to be written
+        if str(path).endswith("state.json") and obj["step"] == 4:
+            raise Killed
+        write_json(path, obj)
+
+    moves = []
+
+    def dying_replace(a, b):  # dies after the first file of the step-4 checkpoint moved into place
+        promoting = os.path.basename(os.path.dirname(str(a))) == "next" != os.path.basename(os.path.dirname(str(b)))
+        if promoting and json.load(open(tmp_path / "b" / "state.json"))["step"] == 4:
+            moves.append(a)
+            if len(moves) == 2:
+                raise Killed
+        replace(a, b)
+
+    with monkeypatch.context() as m:
+        if where == "before the commit":
+            m.setattr(dmod, "_write_json", dying_write_json)
+        else:
+            m.setattr(dmod.os, "replace", dying_replace)
+        with pytest.raises(Killed):
+            distill(model, clips, steps=6, checkpoint_dir=tmp_path / "b", **kw)
+    at = 2 if where == "before the commit" else 4
+    assert json.load(open(tmp_path / "b" / "state.json"))["step"] == at
+    rest = distill(model, clips, steps=6, checkpoint_dir=tmp_path / "b", resume=True, **kw)
+    assert rest.start_step == at
+    assert rest.losses == pytest.approx(full.losses[at:], rel=1e-5)
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(rest.mimic.parameters(), full.mimic.parameters()))
 
 
 def test_distill_errors_name_the_argument():

@@ -19,7 +19,10 @@ resumed from a checkpoint continues exactly as the uninterrupted run would have.
 
 Checkpoints (every ``checkpoint_every`` steps and at the end, atomically, the latest only) go to
 ``checkpoint_dir``: ``mimic.safetensors`` + ``mimic.json`` (weights, config), ``optimizer.safetensors``
-(AdamW moments) and ``state.json`` (step, settings, loss history). ``resume=True`` continues from
+(AdamW moments) and ``state.json`` (step, settings, loss history). Atomic as a set: the weights and
+moments are written to ``checkpoint_dir/next/`` first, each stamped with its step; writing
+``state.json`` commits them, and they are then moved into place (a resume finishes that move if it
+was interrupted), so an interruption at any point leaves a checkpoint whose files belong together. ``resume=True`` continues from
 them (and starts afresh where there are none yet); settings that change the run (lr, seed, batch,
 crop, loss, clips, mimic config, caching) must match; ``steps`` may grow.
 """
@@ -165,7 +168,7 @@ def _window(wave: np.ndarray, start: int, crop: int | None) -> np.ndarray:
     return models.normalize(w)
 
 
-def _save_optimizer(opt: torch.optim.Optimizer, path: str) -> dict[str, Any]:
+def _save_optimizer(opt: torch.optim.Optimizer, path: str, step: int) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     sd = opt.state_dict()
@@ -175,7 +178,7 @@ def _save_optimizer(opt: torch.optim.Optimizer, path: str) -> dict[str, Any]:
             t = v if torch.is_tensor(v) else torch.tensor(v)
             tensors[f"{idx}.{name}"] = t.detach().reshape(-1).clone().cpu() if t.dim() == 0 else t.detach().contiguous().cpu()
     tmp = f"{path}.tmp"
-    save_file(tensors, tmp)
+    save_file(tensors, tmp, metadata={"step": str(step)})
     os.replace(tmp, path)
     return {"param_groups": sd["param_groups"], "scalars": [k for k, v in tensors.items() if v.dim() == 1 and v.numel() == 1
                                                             and not k.endswith(("exp_avg", "exp_avg_sq"))]}
@@ -192,6 +195,36 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: str, meta: dict[str, Any],
             v = v.reshape(())
         state.setdefault(int(idx), {})[name] = v if name == "step" else v.to(device)
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+#: the files of a checkpoint that ``state.json`` commits, in the order they are moved into place
+#: (mimic.json, whose step says which save the set belongs to, last)
+_STAGED = ("optimizer.safetensors", "mimic.safetensors", "mimic.json")
+
+
+def _step_of(path: str) -> int | None:
+    """The step a checkpoint file was written at (None: absent, or a checkpoint without stamps)."""
+    if not os.path.exists(path):
+        return None
+    if path.endswith(".json"):
+        with open(path) as f:
+            return json.load(f).get("step")
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        step = (f.metadata() or {}).get("step")
+    return None if step is None else int(step)
+
+
+def _promote(ck: str, step: int) -> None:
+    """Move the files of the save committed at ``step`` from ck/next/ into ck/ (what is left of
+    them, when an earlier move was interrupted); leftovers of an uncommitted save stay put."""
+    nxt = os.path.join(ck, "next")
+    if _step_of(os.path.join(nxt, "mimic.json")) != step:
+        return
+    for name in _STAGED:
+        if os.path.exists(os.path.join(nxt, name)):
+            os.replace(os.path.join(nxt, name), os.path.join(ck, name))
 
 
 def _settings(**kw: Any) -> dict[str, Any]:
@@ -278,21 +311,29 @@ def distill(
         if differ:
             raise ValueError(f"resume: the checkpoint in {ck} was made with other settings ({', '.join(differ)}); "
                              f"use the same ones or another checkpoint_dir")
+        start = int(state["step"])
+        _promote(ck, start)
+        stamps = {n: _step_of(os.path.join(ck, n)) for n in ("mimic.json", "optimizer.safetensors")}
+        if any(v is not None and v != start for v in stamps.values()):
+            raise ValueError(f"resume: the checkpoint in {ck} is inconsistent: state.json is at step {start}, "
+                             f"but {', '.join(f'{n} at step {v}' for n, v in stamps.items())}")
         loaded = MimickingNetwork.load(os.path.join(ck, "mimic.safetensors"))
         mimic.load_state_dict(loaded.state_dict())
         _load_optimizer(opt, os.path.join(ck, "optimizer.safetensors"), state["optimizer"], dev)
-        start = int(state["step"])
         history = state["history"]
         if start > steps:
             raise ValueError(f"resume: the checkpoint is at step {start}, past steps={steps}")
     result.start_step = start
 
     def save(step: int) -> None:
-        os.makedirs(ck, exist_ok=True)
-        mimic.save(os.path.join(ck, "mimic.safetensors"), {"targets": list(layers)})
-        opt_meta = _save_optimizer(opt, os.path.join(ck, "optimizer.safetensors"))
+        nxt = os.path.join(ck, "next")
+        os.makedirs(nxt, exist_ok=True)
+        opt_meta = _save_optimizer(opt, os.path.join(nxt, "optimizer.safetensors"), step)
+        mimic.save(os.path.join(nxt, "mimic.safetensors"), {"targets": list(layers), "step": step})
+        # the commit: from here on a resume continues from this step (and finishes the move)
         _write_json(os.path.join(ck, "state.json"), {"step": step, "settings": settings, "optimizer": opt_meta,
                                                      "history": history})
+        _promote(ck, step)
 
     bar = None
     if progress:
