@@ -58,6 +58,9 @@ def test_default_is_the_papers_block_and_counts_parameters():
 @pytest.mark.parametrize("kw, match", [
     (dict(dim=0), "dim"), (dict(dim=8, widths=()), "widths"), (dict(dim=8, activation="elu"), "activation"),
     (dict(dim=8, context=2), "context"), (dict(dim=8, widths=(4, 4), targets=(3,)), "targets"),
+    (dict(dim=8, widths=("a",)), "widths"), (dict(dim=8, widths=(4.5,)), "widths"), (dict(dim=8, widths="64"), "widths"),
+    (dict(dim=8, targets=("x",)), "targets"), (dict(dim=8, context="3"), "context"),
+    (dict(dim=8, layer_norm_eps=-1.0), "layer_norm_eps"),
 ])
 def test_config_errors_name_the_argument(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,11 +46,13 @@ class MimicConfig:
     targets: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.widths, int):
-            self.widths = (self.widths,)
-        self.widths = tuple(int(w) for w in self.widths)
+        self.widths = _int_tuple(self.widths, "widths")
         if self.targets is not None:
-            self.targets = tuple(int(t) for t in self.targets)
+            self.targets = _int_tuple(self.targets, "targets")
+        if not isinstance(self.context, int) or isinstance(self.context, bool):
+            raise ValueError(f"context must be 0 (none) or an odd kernel size (an int); got {self.context!r}")
+        if not (isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0):
+            raise ValueError(f"layer_norm_eps must be a positive number; got {self.layer_norm_eps!r}")
         if not isinstance(self.dim, int) or self.dim < 1:
             raise ValueError(f"dim must be a positive int; got {self.dim!r}")
         if not self.widths or any(w < 1 for w in self.widths):
@@ -92,6 +95,21 @@ class MimicConfig:
         if unknown:
             raise ValueError(f"unknown mimic config keys {sorted(unknown)}")
         return cls(**d)
+
+
+def _int_tuple(value: Any, name: str) -> tuple[int, ...]:
+    """An int or a sequence of ints as a tuple; anything else (strings, fractions) is an error naming ``name``."""
+    items = (value,) if isinstance(value, int) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise ValueError(f"{name} must be an int or a sequence of ints; got {value!r}") from None
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be ints; got {value!r}")
+        out.append(int(v))
+    return tuple(out)
 
 
 def activate(x: torch.Tensor, name: str) -> torch.Tensor:
