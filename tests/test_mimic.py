@@ -298,6 +298,14 @@ def test_a_checkpoint_interrupted_while_saving_resumes_exactly(tmp_path, monkeyp
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(rest.mimic.parameters(), full.mimic.parameters()))
 
 
+def test_distill_on_one_frame_windows():
+    """crop_seconds=0.025 (the documented minimum, one frame) with one clip per step: the targets
+    have no variance within a batch, so there is no unexplained fraction, but training runs."""
+    model = _model("wav2vec2", "stable")
+    r = distill(model, _noise_clips(2), sample_rate=16000, crop_seconds=0.025, batch_size=1, steps=2, progress=False)
+    assert len(r.losses) == 2 and all(np.isfinite(r.losses)) and np.isnan(r.final(r.unexplained))
+
+
 def test_distill_errors_name_the_argument():
     model = _model("wav2vec2", {})
     with pytest.raises(ValueError, match="loss"):

@@ -67,7 +67,9 @@ class DistillResult:
         if not v:
             return float("nan")
         k = max(1, int(len(v) * frac))
-        return float(np.mean(v[-k:]))
+        tail = np.asarray(v[-k:], dtype=float)
+        tail = tail[np.isfinite(tail)]  # (steps without an unexplained fraction are nan)
+        return float(tail.mean()) if tail.size else float("nan")
 
 
 class Teacher:
@@ -150,6 +152,13 @@ def frame_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kin
 def _variance(target: torch.Tensor, mask: torch.Tensor) -> float:
     v = target[mask].float()
     return float(v.var(0, unbiased=False).mean()) if v.shape[0] else float("nan")
+
+
+def _unexplained(parts: list[torch.Tensor], targets: list[torch.Tensor], mask: torch.Tensor) -> float:
+    """Mean over blocks of mse / the targets' variance; blocks whose targets do not vary in this
+    batch (one valid frame: a batch of one 25 ms window) have no such fraction (nan if none has)."""
+    fr = [float(p.detach()) / v for p, t in zip(parts, targets) if (v := _variance(t, mask)) > 0]
+    return float(np.mean(fr)) if fr else float("nan")
 
 
 def _as_source(a: Any) -> Any:
@@ -374,7 +383,7 @@ def distill(
             value = float(total.detach())
             if not np.isfinite(value):
                 raise FloatingPointError(f"distill: the loss became {value} at step {step}; lower lr (now {lr})")
-            fvu = float(np.mean([float(p.detach()) / _variance(t, mask) for p, t in zip(parts, targets)])) if loss == "mse" else float("nan")
+            fvu = _unexplained(parts, targets, mask) if loss == "mse" else float("nan")
             history["loss"].append(value)
             history["unexplained"].append(fvu)
             result.audio_seconds += sum(min(sizes[i], crop or sizes[i]) for i in idx) / SAMPLE_RATE
