@@ -128,9 +128,10 @@ def test_fused_dispatch_rules():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_forward_at_base_size_on_gpu(dtype):
-    net = _randomized(MimickingNetwork(dim=768, widths=(64,)), std=0.05).eval().cuda().to(dtype)
+@pytest.mark.parametrize("dtype, width", [(torch.float32, 64), (torch.bfloat16, 64), (torch.float32, 128),
+                                          (torch.float32, 256), (torch.float64, 128), (torch.float16, 256)])
+def test_fused_forward_at_base_size_on_gpu(dtype, width):
+    net = _randomized(MimickingNetwork(dim=768, widths=(width,)), std=0.05).eval().cuda().to(dtype)
     x = torch.randn(8, 500, 768, device="cuda").to(dtype)
     with torch.no_grad():
         ref = net(x, fused=False)
@@ -333,6 +334,7 @@ def test_distill_and_mimicked_model_on_gpu():
         auto = new(x).last_hidden_state  # fused on CUDA
         h, _, _ = stack_input(model, x)
         plain = r.mimic(h, fused=False)
+        assert fused_mod.should_fuse(r.mimic, h)  # (so `auto` above really ran the kernel)
     assert torch.allclose(auto, plain, atol=1e-4 * (1 + plain.abs().max().item()))
 
 
