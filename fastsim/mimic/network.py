@@ -7,9 +7,9 @@ the last layer). Widths, depth, activation, a residual connection and a small te
 (a depthwise 1-D convolution over time on the h hidden channels, after the first linear) are
 configurable.
 
-At inference on CUDA (eval mode, no gradient needed) each block runs as one fused Triton kernel
-(``fastsim.kernels.mimic_block``, dispatched by ``fastsim.mimic.fused``); training and the CPU use
-the plain module ops below, which define the block.
+At inference on CUDA (eval mode, no gradient needed, every block at most 256 wide) each block runs
+as one fused Triton kernel (``fastsim.kernels.mimic_block``, dispatched by ``fastsim.mimic.fused``);
+training, the CPU and wider networks use the plain module ops below, which define the block.
 """
 
 from __future__ import annotations
