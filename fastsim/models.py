@@ -245,7 +245,9 @@ def hidden_state_batches(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=round(sum(lengths) / SAMPLE_RATE, 1), unit="s audio", desc="hidden states")
+        # counted in samples (exact integers), shown in seconds of audio
+        bar = tqdm(total=sum(lengths), unit="s audio", unit_scale=1 / SAMPLE_RATE, desc="hidden states",
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}, {rate_fmt}]")
     was_training = model.training
     model.eval()
     try:
@@ -277,7 +279,7 @@ def hidden_state_batches(
             mask = torch.arange(T, device=frames.device)[None, :] < frames[:, None]
             yield Batch(tuple(states), mask, [clips[i][0] for i in group])
             if bar is not None:
-                bar.update(sum(w.size for w in waves) / SAMPLE_RATE)
+                bar.update(sum(w.size for w in waves))
     finally:
         model.train(was_training)
         if bar is not None:
