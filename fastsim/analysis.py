@@ -20,9 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .audio import SAMPLE_RATE
 from .blocks import find_blocks
-from .layer_similarity import LayerSimilarity
-from .models import Failure, hidden_state_batches, layer_labels, load_clips
+from .layer_similarity import LayerSimilarity, collective_device
+from .models import Failure, hidden_state_batches, layer_labels, load_clips, no_usable_audio
 
 #: metric name -> what its heatmap's colour bar says
 METRIC_TITLES = {
@@ -153,20 +154,18 @@ def analyze(
     for batch in hidden_state_batches(model, clips, batch_size=batch_size, progress=progress and rank == 0):
         acc.update(batch.hidden_states, batch.mask)
         frames += int(batch.mask.sum())
-    counts = [float(len(clips)), float(frames), sum(c[1].size for c in clips) / 16_000]
+    counts = [float(len(clips)), float(frames), sum(c[1].size for c in clips) / SAMPLE_RATE]
     if distributed:
         import torch.distributed as dist
 
-        dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-        totals = torch.tensor(counts, dtype=torch.float64, device=dev)
+        totals = torch.tensor(counts, dtype=torch.float64, device=collective_device())
         dist.all_reduce(totals)  # every rank learns the totals before any rank can raise
         counts = totals.tolist()
         gathered: list = [None] * world
         dist.all_gather_object(gathered, failures)
         failures = [f for part in gathered for f in part]
     if counts[0] == 0:
-        detail = "; ".join(f.reason for f in failures[:3])
-        raise ValueError(f"no usable audio: {len(sources)} clip(s) given, none could be used" + (f" ({detail})" if detail else ""))
+        raise no_usable_audio(len(sources), failures)
     if distributed:
         acc.all_reduce()
     n_clips, frames, seconds = int(counts[0]), int(counts[1]), counts[2]

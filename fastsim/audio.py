@@ -16,6 +16,8 @@ import torch
 
 #: The rate every speech encoder here expects.
 SAMPLE_RATE = 16_000
+#: File endings taken as audio when a directory is searched.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 #: Sample rates outside this range are rejected as a likely mistake (e.g. kHz given as Hz).
 MIN_RATE, MAX_RATE = 1_000, 384_000
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import sys
 
@@ -21,13 +22,14 @@ def _info() -> int:
     return 0
 
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 DEFAULT_MODEL = "random:wav2vec2-base"
 
 
 def _expand_audio(paths: list[str]) -> list[str]:
     """Files as given (bad ones are reported later); directories: their audio files, recursively, sorted."""
     import os
+
+    from .audio import AUDIO_SUFFIXES
 
     out: list[str] = []
     for p in paths:
@@ -41,6 +43,21 @@ def _expand_audio(paths: list[str]) -> list[str]:
         else:
             out.append(p)
     return out
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """torch's CPU thread count set to ``threads`` (None: leave torch's choice) for the length of a
+    command, then restored."""
+    if threads is not None and threads < 1:
+        raise SystemExit(f"fastsim: error: --threads must be >= 1; got {threads}")
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_model(spec: str, device: str | None, seed: int = 0):

@@ -43,6 +43,14 @@ REPRESENTATIONS = ("frames", "mean", "flatten")
 PROTOCOLS = ("exact", "per_batch")
 
 
+def collective_device(group: Any = None) -> torch.device:
+    """Where tensors for a torch.distributed collective must be: NCCL reduces CUDA tensors only,
+    gloo takes CPU tensors."""
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+
 class LayerSimilarity:
     """Accumulates L x L similarity matrices over batches of hidden states (see module docs)."""
 
@@ -237,8 +245,7 @@ class LayerSimilarity:
         """
         import torch.distributed as dist
 
-        # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
-        dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+        dev = collective_device(group)
 
         def reduce(t: torch.Tensor) -> torch.Tensor:
             t = t.to(dev)

@@ -204,6 +204,12 @@ def load_clips(audio: Sequence[Any], *, sample_rate: int | None = None, strict: 
     return clips, failures
 
 
+def no_usable_audio(given: int, failures: Sequence[Failure]) -> ValueError:
+    """The error for a run left without a single usable clip (the first reasons included)."""
+    detail = "; ".join(f.reason for f in failures[:3]) or "no audio given"
+    return ValueError(f"no usable audio: {given} clip(s) given, none could be used ({detail})")
+
+
 def plan_batches(lengths: Sequence[int], batch_size: int, equal_length: bool) -> list[list[int]]:
     """Clip indices per batch: lengths sorted (less padding); with equal_length, a batch holds
     clips of one length only."""

@@ -14,7 +14,6 @@ import json
 import os
 import time
 
-import torch
 
 DEFAULT_MODEL = "random:wav2vec2-base"
 
@@ -95,11 +94,10 @@ def similarity_targets(model, audio, depth: int, *, progress: bool) -> tuple[tup
 
 
 def run(args: argparse.Namespace) -> int:
-    threads = torch.get_num_threads()
-    try:
+    from ..cli import cpu_threads
+
+    with cpu_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)  # --threads lasts for the command only
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -115,8 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     widths = _ints(args.widths, "--widths")
     for name, v, lo in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1), ("--checkpoint-every", args.checkpoint_every, 1),
                         ("--baseline-steps", args.baseline_steps, 1), ("--time-batch", args.time_batch, 1),
-                        ("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--clips", args.clips, 1),
-                        ("--threads", args.threads, 1)):
+                        ("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--clips", args.clips, 1)):
         if v is not None and v < lo:
             raise SystemExit(f"fastsim: error: {name} must be >= {lo}; got {v}")
     if args.context < 0 or (args.context and args.context % 2 == 0):
@@ -134,10 +131,6 @@ def _run(args: argparse.Namespace) -> int:
     bad = [t for t in tasks if t not in ("keywords", "speakers") and not os.path.isdir(t)]
     if bad:  # before minutes of training, not after
         raise SystemExit(f"fastsim: error: --tasks: {', '.join(map(repr, bad))}: neither keywords, speakers nor a directory")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f"fastsim: error: --threads must be >= 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
 
     if args.audio:
         audio = _expand_audio(args.audio)

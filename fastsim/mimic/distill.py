@@ -293,10 +293,10 @@ def distill(
     dev = next(model.parameters()).device
     mimic.to(dev)
 
-    clips, failures = models.load_clips([_as_source(a) for a in audio], sample_rate=sample_rate, strict=strict)
+    sources = [_as_source(a) for a in audio]
+    clips, failures = models.load_clips(sources, sample_rate=sample_rate, strict=strict)
     if not clips:
-        why = "; ".join(f.reason for f in failures[:3]) or "no audio given"
-        raise ValueError(f"audio: no usable clips ({why})")
+        raise models.no_usable_audio(len(sources), failures)
     waves = [w for _, w in clips]
     sizes = [w.size for w in waves]
     crop = None if crop_seconds is None else int(round(crop_seconds * SAMPLE_RATE))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
 
 from .plans import STRATEGIES
 from .sweep import DEFAULT_STRATEGIES
@@ -71,11 +70,10 @@ def parse_levels(text: str, num_layers: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    threads = torch.get_num_threads()
-    try:
+    from ..cli import cpu_threads
+
+    with cpu_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)  # --threads lasts for the command only
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -85,10 +83,6 @@ def _run(args: argparse.Namespace) -> int:
     from .. import synth
     from ..cli import resolve_model
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f"fastsim: error: --threads must be >= 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:

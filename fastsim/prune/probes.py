@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from .. import synth
-from ..models import Failure, hidden_state_batches, load_clips
+from ..audio import AUDIO_SUFFIXES, SAMPLE_RATE
+from ..models import Failure, hidden_state_batches, load_clips, no_usable_audio
 
 TASKS = ("keywords", "speakers")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
 def task_clips(task: str, *, seed: int = 0) -> list[synth.Clip]:
@@ -68,7 +68,7 @@ class LoadedClips:
 
     @property
     def seconds(self) -> float:
-        return sum(w.size for _, w in self.waves) / 16_000
+        return sum(w.size for _, w in self.waves) / SAMPLE_RATE
 
 
 def load_labelled(clips: Sequence[Any]) -> LoadedClips:
@@ -80,8 +80,7 @@ def load_labelled(clips: Sequence[Any]) -> LoadedClips:
     waves, failures = load_clips(paths)
     by_path = dict(zip(paths, labels))
     if not waves:
-        detail = "; ".join(f.reason for f in failures[:3])
-        raise ValueError(f"no usable audio: {len(paths)} clip(s) given, none could be used" + (f" ({detail})" if detail else ""))
+        raise no_usable_audio(len(paths), failures)
     return LoadedClips(waves, np.array([by_path[name] for name, _ in waves]), failures)
 
 
