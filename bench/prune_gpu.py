@@ -17,31 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import torch
 
 from fastsim.models import random_model
 from fastsim.prune import remove_layers, skip_layers
 from fastsim.prune.hooks import storage_pointers
-
-
-def best_time(fn, device: torch.device, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            best = min(best, start.elapsed_time(end) / 1e3)
-        else:
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-    return best
+from gpu import timer  # bench/gpu.py: best of `repeat` calls after one warm-up (CUDA events on CUDA)
 
 
 def main() -> None:
@@ -103,10 +85,10 @@ def main() -> None:
             diff = (pruned(x).last_hidden_state - hooked).abs().max().item()
         del pruned
         # 3. time against layers removed
-        full_t = best_time(forward, dev, args.repeat)
+        full_t = timer(dev)(forward, args.repeat)
         for n in sorted(set(list(range(0, L, 2)) + [L - 1])):
             with skip_layers(model, list(range(L - n, L))):
-                t = best_time(forward, dev, args.repeat)
+                t = timer(dev)(forward, args.repeat)
             rows.append((f"{family}-{size}", L, n, 1e3 * t / audio_s, t / full_t))
         print(f"{family}-{size}: skip_layers({len(removed_half)} of {L}) allocated {inside - before} bytes, storage "
               f"unchanged; forward peak {peak_full:.0f} MiB full, {peak_half:.0f} MiB pruned; "
