@@ -18,13 +18,7 @@ VARIANTS = [("wav2vec2", {}), ("wav2vec2", "stable"), ("hubert", {}), ("hubert",
 STABLE = dict(feat_extract_norm="layer", do_stable_layer_norm=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one torch thread is as fast, and far faster on a machine shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(family, kw):

@@ -5,19 +5,12 @@ import json
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from fastsim.cli import main
 from fastsim.mimic import MimickingNetwork
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one torch thread is as fast, and far faster on a machine shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

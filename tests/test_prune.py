@@ -22,13 +22,7 @@ from fastsim.prune.probes import pooled_features, probe_accuracy, stratified_spl
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: torch's thread pool costs more than it gives (and the CI machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(family, stable=False, seed=0):
