@@ -7,7 +7,7 @@
 """
 
 from . import reference
-from .metrics import cka, cknna, cosine, mutual_knn, similarity_matrix
+from .api import cka, cknna, cosine, mutual_knn, similarity_matrix
 from .options import DegenerateWarning
 from .layer_similarity import LayerSimilarity
 from .analysis import analyze

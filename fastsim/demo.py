@@ -15,7 +15,7 @@ import torch
 
 from . import reference
 from .blocks import find_blocks
-from .metrics import similarity_matrix
+from .api import similarity_matrix
 
 BLOCKS = ((1, 5), (6, 12))  # inclusive layer ranges of the planted blocks
 

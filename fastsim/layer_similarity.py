@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import metrics as _metrics
+from . import api as _metrics
 from . import options
 from .streaming import StreamingCKA
 
