@@ -2,7 +2,7 @@
 
 The analysis cost on top of running the model is what fastsim adds; the forward pass is the
 floor. Prints seconds of audio per second for: forward only (output_hidden_states, nothing
-kept), and analyze with cosine + linear CKA (exact, all frames) and mknn (10 000-frame sample).
+kept), and analyze with cosine + linear CKA (exact, all frames) and mutual_knn (10 000-frame sample).
 Audio is synthetic (harmonic tones with noise; no espeak-ng on the GPU machine), all clips of
 one length so that base (group-norm) models batch them too.
 
@@ -51,7 +51,7 @@ def main() -> None:
     total = n * seconds
     print(f"analysis throughput, {n} clips x {seconds:.0f} s, batch {batch}, on {device}"
           f" ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'})")
-    print("| model | forward only (s audio / s) | analyze cosine+cka+mknn (s audio / s) | overhead |")
+    print("| model | forward only (s audio / s) | analyze cosine+cka+mutual_knn (s audio / s) | overhead |")
     print("|---|---|---|---|")
     for size in sizes:
         model = models.random_model("wav2vec2", size).to(device)
@@ -67,7 +67,7 @@ def main() -> None:
         analyze(model, audio[:batch], sample_rate=SAMPLE_RATE, batch_size=batch)  # warm-up
         sync(device)
         start = time.perf_counter()
-        analyze(model, audio, sample_rate=SAMPLE_RATE, batch_size=batch, metrics=("cosine", "cka", "mknn"))
+        analyze(model, audio, sample_rate=SAMPLE_RATE, batch_size=batch, metrics=("cosine", "cka", "mutual_knn"))
         sync(device)
         full = time.perf_counter() - start
         print(f"| wav2vec2-{size} (random) | {total / forward:.0f} | {total / full:.0f} | {full / forward - 1:+.0%} |")

@@ -22,16 +22,12 @@ import torch
 
 from .audio import SAMPLE_RATE
 from .blocks import find_blocks
+from .metrics import REGISTRY
 from .layer_similarity import LayerSimilarity, collective_device
 from .models import Failure, hidden_state_batches, layer_labels, load_clips, no_usable_audio
 
 #: metric name -> what its heatmap's colour bar says
-METRIC_TITLES = {
-    "cosine": "mean per-frame cosine similarity",
-    "cka": "linear CKA",
-    "rbf_cka": "RBF CKA (median sigma)",
-    "mknn": "mutual kNN alignment",
-}
+METRIC_TITLES = {name: metric.title for name, metric in REGISTRY.items()}
 
 
 @dataclass
@@ -120,7 +116,7 @@ def analyze(
     model: torch.nn.Module,
     audio: Sequence[Any],
     *,
-    metrics: Sequence[str] = ("cosine", "cka", "mknn"),
+    metrics: Sequence[str] = ("cosine", "cka", "mutual_knn"),
     model_name: str | None = None,
     sample_rate: int | None = None,
     batch_size: int = 8,

@@ -14,12 +14,12 @@ Samples (what the metrics compare), by ``representation``:
   feature extractors make them, these are the utterance's first frames.
 
 Metrics: ``"cosine"`` (mean per-sample cosine), ``"cka"`` (linear; ``debiased`` picks the
-estimator), ``"rbf_cka"`` (median-heuristic sigma) and ``"mknn"`` (mutual kNN with ``k``).
+estimator), ``"rbf_cka"`` (median-heuristic sigma) and ``"mutual_knn"`` (mutual kNN with ``k``) and ``"cknna"``.
 
 Protocols, by ``protocol``:
 
 * ``"exact"``: cosine and linear CKA stream exactly over all samples (sums of per-sample cosines;
-  ``StreamingCKA``). mknn and rbf_cka, which need all samples at once, use a uniform sample of
+  ``StreamingCKA``). mutual_knn, cknna and rbf_cka, which need all samples at once, use a uniform sample of
   at most ``max_samples`` samples: every sample gets a random key and the ``max_samples``
   smallest keys are kept (bottom-k sampling). That is a uniform sample without replacement of
   everything seen, and two such samples merge by keeping the smallest keys of both.
@@ -38,7 +38,7 @@ from . import api as _metrics
 from . import options
 from .streaming import StreamingCKA
 
-METRICS = ("cosine", "cka", "rbf_cka", "mknn")
+METRICS = ("cosine", "cka", "rbf_cka", "mutual_knn", "cknna")
 REPRESENTATIONS = ("frames", "mean", "flatten")
 PROTOCOLS = ("exact", "per_batch")
 
@@ -153,7 +153,7 @@ class LayerSimilarity:
             self.cos_sum = c if self.cos_sum is None else self.cos_sum + c.to(self.cos_sum.device)
         if self.cka is not None:
             self.cka.update(list(x))
-        if {"mknn", "rbf_cka"} & set(self.metrics):
+        if {"mutual_knn", "cknna", "rbf_cka"} & set(self.metrics):
             self._reservoir(x)
         return self
 
@@ -185,8 +185,10 @@ class LayerSimilarity:
                 out[m] = _metrics.similarity_matrix(layers, "cka", debiased=self.debiased, precision=self.precision)
             elif m == "rbf_cka":
                 out[m] = _metrics.similarity_matrix(layers, "cka", kernel="rbf", debiased=self.debiased, precision=self.precision)
-            else:
+            elif m == "mutual_knn":
                 out[m] = _metrics.similarity_matrix(layers, "mutual_knn", k=min(self.k, n - 1), precision=self.precision)
+            else:
+                out[m] = _metrics.similarity_matrix(layers, "cknna", k=min(self.k, n - 1), precision=self.precision)
         return {m: v.double().cpu() for m, v in out.items()}
 
     def _flush(self, final: bool) -> None:
@@ -230,7 +232,7 @@ class LayerSimilarity:
         if self.cka is not None:
             out["cka"] = self.cka.compute_tensor().double()
         if self.kept is not None:
-            sampled = [m for m in self.metrics if m in ("mknn", "rbf_cka")]
+            sampled = [m for m in self.metrics if m in ("mutual_knn", "cknna", "rbf_cka")]
             full = self._matrices(self.kept)
             out.update({m: full[m] for m in sampled})
         return {m: out[m] for m in self.metrics}

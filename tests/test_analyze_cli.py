@@ -31,7 +31,7 @@ def test_cli_writes_matrices_heatmaps_and_blocks(workdir, capsys):
 
     out = workdir / "out"
     code = cli.main(["analyze", str(workdir / "model"), str(workdir / "audio"), "--out", str(out),
-                     "--metrics", "cosine,cka,mknn,rbf_cka", "--no-progress", "--k", "5"])
+                     "--metrics", "cosine,cka,mutual_knn,rbf_cka", "--no-progress", "--k", "5"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "skipped" in printed and "zz-broken.wav" in printed  # one bad file reported, not fatal
@@ -41,7 +41,7 @@ def test_cli_writes_matrices_heatmaps_and_blocks(workdir, capsys):
     assert list(saved["layers"]) == ["input", "1", "2", "3", "4"]
     report = json.loads((out / "analysis.json").read_text())
     assert report["clips"] == 4 and report["frames"] > 100 and len(report["skipped"]) == 1
-    for metric in ("cosine", "cka", "mknn", "rbf_cka"):
+    for metric in ("cosine", "cka", "mutual_knn", "rbf_cka"):
         m = saved[metric]
         assert m.shape == (5, 5) and np.allclose(np.diag(m), 1.0) and np.allclose(m, m.T)
         np.testing.assert_allclose(np.array(report["metrics"][metric]["matrix"]), m)
@@ -74,7 +74,7 @@ def rank_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         model = models.random_model("wav2vec2", "tiny", seed=1)
-        result = analyze(model, clips(), sample_rate=SAMPLE_RATE, metrics=("cosine", "cka", "mknn"), k=4,
+        result = analyze(model, clips(), sample_rate=SAMPLE_RATE, metrics=("cosine", "cka", "mutual_knn"), k=4,
                          distributed=True)
         np.savez(os.path.join(out_dir, f"rank{rank}.npz"), frames=result.frames, clips=result.clips, **result.matrices)
     finally:
@@ -84,7 +84,7 @@ def rank_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 def test_two_gloo_ranks_equal_one_process(tmp_path):
     mp.spawn(rank_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     single = analyze(models.random_model("wav2vec2", "tiny", seed=1), clips(), sample_rate=SAMPLE_RATE,
-                     metrics=("cosine", "cka", "mknn"), k=4)
+                     metrics=("cosine", "cka", "mutual_knn"), k=4)
     for rank in (0, 1):
         got = np.load(tmp_path / f"rank{rank}.npz")
         assert int(got["frames"]) == single.frames and int(got["clips"]) == single.clips == 5

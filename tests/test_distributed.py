@@ -49,7 +49,7 @@ def similarity_worker(rank: int, world: int, init_file: str, out_dir: str) -> No
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         h, mask = similarity_data()
-        acc = LayerSimilarity(["cosine", "cka", "mknn"], k=3, seed=rank)
+        acc = LayerSimilarity(["cosine", "cka", "mutual_knn"], k=3, seed=rank)
         for b in range(rank, h[0].shape[0], world):  # utterances dealt out to the ranks
             acc.update([x[b : b + 1] for x in h], mask[b : b + 1])
         acc.all_reduce()
@@ -73,7 +73,7 @@ def test_layer_similarity_across_two_gloo_ranks(tmp_path):
 
     mp.spawn(similarity_worker, args=(2, str(tmp_path / "init2"), str(tmp_path)), nprocs=2, join=True)
     h, mask = similarity_data()
-    single = LayerSimilarity(["cosine", "cka", "mknn"], k=3).update(h, mask).compute()
+    single = LayerSimilarity(["cosine", "cka", "mutual_knn"], k=3).update(h, mask).compute()
     for rank in (0, 1):
         got = np.load(tmp_path / f"sim{rank}.npz")
         for metric in single:

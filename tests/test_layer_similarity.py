@@ -31,14 +31,14 @@ def valid_frames(batches, layer):
 def test_frames_exact_equals_reference_on_valid_frames(seed, nb):
     rng = np.random.default_rng(seed)
     batches = [fake_model_batch(rng) for _ in range(nb)]
-    acc = LayerSimilarity(["cosine", "cka", "mknn", "rbf_cka"], k=3, max_samples=10_000)
+    acc = LayerSimilarity(["cosine", "cka", "mutual_knn", "rbf_cka"], k=3, max_samples=10_000)
     for h, m in batches:
         acc.update(h, m)
     got = acc.compute()
     layers = [valid_frames(batches, l) for l in range(4)]
     np.testing.assert_allclose(got["cosine"], R.similarity_matrix(layers, "cosine"), atol=1e-12)
     np.testing.assert_allclose(got["cka"], R.similarity_matrix(layers, "cka"), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(got["mknn"], R.similarity_matrix(layers, "mutual_knn", k=3), atol=1e-12)
+    np.testing.assert_allclose(got["mutual_knn"], R.similarity_matrix(layers, "mutual_knn", k=3), atol=1e-12)
     np.testing.assert_allclose(got["rbf_cka"], R.similarity_matrix(layers, "cka", kernel="rbf"), rtol=1e-9)
 
 
@@ -80,11 +80,11 @@ def test_utterance_representations_match_reference():
 def test_per_batch_protocol_averages_batches():
     rng = np.random.default_rng(3)
     batches = [fake_model_batch(rng, B=5, T=6) for _ in range(3)]
-    acc = LayerSimilarity(["cka", "cosine", "mknn"], representation="mean", protocol="per_batch", batch_size=5, k=2)
+    acc = LayerSimilarity(["cka", "cosine", "mutual_knn"], representation="mean", protocol="per_batch", batch_size=5, k=2)
     for h, m in batches:
         acc.update(h, m)
     got = acc.compute()
-    for metric, ref_metric, opts in (("cka", "cka", {}), ("cosine", "cosine", {}), ("mknn", "mutual_knn", {"k": 2})):
+    for metric, ref_metric, opts in (("cka", "cka", {}), ("cosine", "cosine", {}), ("mutual_knn", "mutual_knn", {"k": 2})):
         per = []
         for h, m in batches:
             lengths = m.sum(1)
@@ -100,11 +100,11 @@ def test_bottom_k_sample_is_uniform_and_merges():
     merged_hits = np.zeros(N)
     x = torch.arange(N, dtype=torch.float64).reshape(1, N, 1).expand(2, N, 1)
     for seed in range(runs):
-        acc = LayerSimilarity(["mknn"], max_samples=m, seed=seed)
+        acc = LayerSimilarity(["mutual_knn"], max_samples=m, seed=seed)
         acc._reservoir(x.clone())
         hits[acc.kept[0, :, 0].long().numpy()] += 1
-        a = LayerSimilarity(["mknn"], max_samples=m, seed=2 * seed)
-        b = LayerSimilarity(["mknn"], max_samples=m, seed=2 * seed + 1)
+        a = LayerSimilarity(["mutual_knn"], max_samples=m, seed=2 * seed)
+        b = LayerSimilarity(["mutual_knn"], max_samples=m, seed=2 * seed + 1)
         a._reservoir(x[:, :7].clone())
         b._reservoir(x[:, 7:].clone())
         a.merge(b)
@@ -117,7 +117,7 @@ def test_bottom_k_sample_is_uniform_and_merges():
 def test_merge_equals_one_accumulator_and_include_input():
     rng = np.random.default_rng(4)
     batches = [fake_model_batch(rng) for _ in range(4)]
-    mets = ["cosine", "cka", "mknn"]
+    mets = ["cosine", "cka", "mutual_knn"]
     whole = LayerSimilarity(mets, k=3)
     a, b = LayerSimilarity(mets, k=3), LayerSimilarity(mets, k=3, seed=1)
     for i, (h, m) in enumerate(batches):
@@ -127,7 +127,7 @@ def test_merge_equals_one_accumulator_and_include_input():
     for metric in ("cosine", "cka"):
         np.testing.assert_allclose(merged[metric], whole.compute()[metric], rtol=1e-9, atol=1e-12)
     layers = [valid_frames(batches, l) for l in range(4)]
-    np.testing.assert_allclose(merged["mknn"], R.similarity_matrix(layers, "mutual_knn", k=3), atol=1e-12)
+    np.testing.assert_allclose(merged["mutual_knn"], R.similarity_matrix(layers, "mutual_knn", k=3), atol=1e-12)
     no_input = LayerSimilarity(["cka"], include_input=False)
     for h, m in batches:
         no_input.update(h, m)

@@ -16,7 +16,7 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = {
     "rbf": float(fastsim.cka(a, b, kernel="rbf")),
     "linear": float(fastsim.cka(a, b, debiased=True)),
-    "mknn": float(fastsim.mutual_knn(a, b, k=10)),
+    "mutual_knn": float(fastsim.mutual_knn(a, b, k=10)),
     "cosine": float(fastsim.cosine(a, a + 0.1)),
 }
 out["growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
@@ -30,4 +30,4 @@ def test_n_20000_runs_in_bounded_memory():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["growth_mb"] < 400, out  # one float32 n x n matrix alone would be 1526 MB
-    assert 0 < out["rbf"] < 1 and 0 < out["linear"] < 1 and 0 < out["mknn"] <= 1
+    assert 0 < out["rbf"] < 1 and 0 < out["linear"] < 1 and 0 < out["mutual_knn"] <= 1

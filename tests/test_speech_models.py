@@ -74,7 +74,7 @@ def test_loaded_by_path_and_equal_to_the_reference_on_stored_hidden_states(saved
     layers = [np.concatenate([c[layer] for c in per_clip]) for layer in range(len(per_clip[0]))]
     assert layers[0].shape[0] == sum(models.frame_counts(model, [w.size for _, w in data]))
 
-    result = analyze(model, [w for _, w in data], sample_rate=SAMPLE_RATE, metrics=("cosine", "cka", "mknn"),
+    result = analyze(model, [w for _, w in data], sample_rate=SAMPLE_RATE, metrics=("cosine", "cka", "mutual_knn"),
                      batch_size=3, k=5, max_samples=10_000)
     assert result.labels == ["input", "1", "2", "3", "4"]
     assert result.frames == layers[0].shape[0] and result.clips == 4
@@ -83,7 +83,7 @@ def test_loaded_by_path_and_equal_to_the_reference_on_stored_hidden_states(saved
     # float32 average of the per-sample overlaps). One different neighbour would move it by 1/(5*n).
     np.testing.assert_allclose(result.matrices["cosine"], reference.similarity_matrix(layers, "cosine"), atol=2e-6)
     np.testing.assert_allclose(result.matrices["cka"], reference.similarity_matrix(layers, "cka"), atol=2e-6)
-    np.testing.assert_allclose(result.matrices["mknn"], reference.similarity_matrix(layers, "mutual_knn", k=5), atol=1e-6)
+    np.testing.assert_allclose(result.matrices["mutual_knn"], reference.similarity_matrix(layers, "mutual_knn", k=5), atol=1e-6)
 
 
 @pytest.mark.parametrize("family,variant", VARIANTS)
