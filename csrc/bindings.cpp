@@ -34,25 +34,6 @@ bool is_cuda(const std::string& device) {
 }
 
 template <typename Index>
-void rows_dispatch(std::uintptr_t a, std::uintptr_t b, std::uintptr_t out, int64_t n, int64_t k, bool cuda,
-                   std::uintptr_t stream) {
-  auto pa = reinterpret_cast<const Index*>(a);
-  auto pb = reinterpret_cast<const Index*>(b);
-  auto po = reinterpret_cast<int32_t*>(out);
-  if (cuda) {
-#ifdef FASTSIM_WITH_CUDA
-    fastsim::overlap_rows_cuda<Index>(pa, pb, po, n, k, stream);
-    return;
-#else
-    (void)stream;
-    throw std::runtime_error("fastsim._C was built without CUDA kernels");
-#endif
-  }
-  py::gil_scoped_release release;
-  fastsim::overlap_rows_cpu<Index>(pa, pb, po, n, k);
-}
-
-template <typename Index>
 void pairs_dispatch(std::uintptr_t lists, std::uintptr_t totals, int64_t L, int64_t n, int64_t k, bool cuda,
                     std::uintptr_t stream) {
   auto pl = reinterpret_cast<const Index*>(lists);
@@ -94,21 +75,6 @@ void topk_tile_dispatch(std::uintptr_t tile, int64_t ld, int64_t rows, int64_t c
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastsim compiled kernels (C++ CPU kernels; CUDA kernels when built with a CUDA compiler)";
-
-  m.def(
-      "overlap_rows",
-      [](std::uintptr_t a, std::uintptr_t b, std::uintptr_t out, int64_t n, int64_t k, int index_bits,
-         const std::string& device, std::uintptr_t stream) {
-        check_sizes(n, k, a, out);
-        if (n > 0 && b == 0) throw std::invalid_argument("null buffer address");
-        const bool cuda = is_cuda(device);
-        if (index_bits == 32) return rows_dispatch<int32_t>(a, b, out, n, k, cuda, stream);
-        if (index_bits == 64) return rows_dispatch<int64_t>(a, b, out, n, k, cuda, stream);
-        throw std::invalid_argument("index_bits must be 32 or 64");
-      },
-      py::arg("a"), py::arg("b"), py::arg("out"), py::arg("n"), py::arg("k"), py::arg("index_bits"),
-      py::arg("device"), py::arg("stream") = 0,
-      "out[i] (int32) = number of indices shared by rows a[i] and b[i] of two (n, k) index buffers.");
 
   m.def(
       "overlap_all_pairs",

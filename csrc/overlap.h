@@ -12,21 +12,14 @@
 
 namespace fastsim {
 
-// out[i] = |{a[i, p]} ∩ {b[i, q]}| for i in [0, n).
-template <typename Index>
-void overlap_rows_cpu(const Index* a, const Index* b, int32_t* out, int64_t n, int64_t k);
-
 // totals[x * L + y] = sum over i of |lists[x, i, :] ∩ lists[y, i, :]| for all layer pairs
 // (symmetric; the diagonal is n * k). Each layer's row is sorted once and shared by all pairs.
 template <typename Index>
 void overlap_all_pairs_cpu(const Index* lists, int64_t* totals, int64_t num_layers, int64_t n, int64_t k);
 
 #ifdef FASTSIM_WITH_CUDA
-// CUDA twins of the functions above; pointers are device pointers, work is queued on `stream`
+// CUDA twin of the function above; pointers are device pointers, work is queued on `stream`
 // (a cudaStream_t passed as an integer; 0 is the legacy default stream). `totals` is overwritten.
-template <typename Index>
-void overlap_rows_cuda(const Index* a, const Index* b, int32_t* out, int64_t n, int64_t k, std::uintptr_t stream);
-
 template <typename Index>
 void overlap_all_pairs_cuda(const Index* lists, int64_t* totals, int64_t num_layers, int64_t n, int64_t k,
                             std::uintptr_t stream);

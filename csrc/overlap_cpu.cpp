@@ -29,22 +29,6 @@ int32_t count_common_sorted(const Index* x, const Index* y, int64_t k) {
 }  // namespace
 
 template <typename Index>
-void overlap_rows_cpu(const Index* a, const Index* b, int32_t* out, int64_t n, int64_t k) {
-#pragma omp parallel
-  {
-    std::vector<Index> ra(static_cast<size_t>(k)), rb(static_cast<size_t>(k));
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      std::copy(a + i * k, a + (i + 1) * k, ra.begin());
-      std::copy(b + i * k, b + (i + 1) * k, rb.begin());
-      std::sort(ra.begin(), ra.end());
-      std::sort(rb.begin(), rb.end());
-      out[i] = count_common_sorted(ra.data(), rb.data(), k);
-    }
-  }
-}
-
-template <typename Index>
 void overlap_all_pairs_cpu(const Index* lists, int64_t* totals, int64_t num_layers, int64_t n, int64_t k) {
   const int64_t L = num_layers;
   std::fill(totals, totals + L * L, int64_t{0});
@@ -81,8 +65,6 @@ void overlap_all_pairs_cpu(const Index* lists, int64_t* totals, int64_t num_laye
   }
 }
 
-template void overlap_rows_cpu<int32_t>(const int32_t*, const int32_t*, int32_t*, int64_t, int64_t);
-template void overlap_rows_cpu<int64_t>(const int64_t*, const int64_t*, int32_t*, int64_t, int64_t);
 template void overlap_all_pairs_cpu<int32_t>(const int32_t*, int64_t*, int64_t, int64_t, int64_t);
 template void overlap_all_pairs_cpu<int64_t>(const int64_t*, int64_t*, int64_t, int64_t, int64_t);
 

@@ -1,8 +1,8 @@
 // CUDA mutual-kNN overlap kernels.
 //
-// overlap_rows: one thread per sample compares its two rows entry by entry (k^2 compares,
-// rows read straight from global memory through the cache; k is small in practice).
-// overlap_all_pairs: blockIdx.y strides over layer pairs, threads stride over samples, each
+// overlap_all_pairs: each thread compares two layers' rows of one sample entry by entry (k^2
+// compares, rows read straight from global memory through the cache; k is small in practice).
+// blockIdx.y strides over layer pairs, threads stride over samples, each
 // block reduces its partial count in shared memory and adds it with one atomic per pair.
 #include <cuda_runtime.h>
 
@@ -35,15 +35,6 @@ __device__ int32_t count_common(const Index* x, const Index* y, int64_t k) {
     }
   }
   return common;
-}
-
-template <typename Index>
-__global__ void overlap_rows_kernel(const Index* __restrict__ a, const Index* __restrict__ b,
-                                    int32_t* __restrict__ out, int64_t n, int64_t k) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = count_common(a + i * k, b + i * k, k);
-  }
 }
 
 __global__ void fill_diagonal_kernel(int64_t* totals, int64_t num_layers, int64_t value) {
@@ -98,14 +89,6 @@ unsigned int grid_for(int64_t n, int64_t cap) {
 }  // namespace
 
 template <typename Index>
-void overlap_rows_cuda(const Index* a, const Index* b, int32_t* out, int64_t n, int64_t k, std::uintptr_t stream) {
-  if (n == 0) return;
-  auto s = reinterpret_cast<cudaStream_t>(stream);
-  overlap_rows_kernel<Index><<<grid_for(n, 65535), kThreads, 0, s>>>(a, b, out, n, k);
-  check(cudaGetLastError(), "overlap_rows");
-}
-
-template <typename Index>
 void overlap_all_pairs_cuda(const Index* lists, int64_t* totals, int64_t num_layers, int64_t n, int64_t k,
                             std::uintptr_t stream) {
   auto s = reinterpret_cast<cudaStream_t>(stream);
@@ -120,8 +103,6 @@ void overlap_all_pairs_cuda(const Index* lists, int64_t* totals, int64_t num_lay
   check(cudaGetLastError(), "overlap_all_pairs");
 }
 
-template void overlap_rows_cuda<int32_t>(const int32_t*, const int32_t*, int32_t*, int64_t, int64_t, std::uintptr_t);
-template void overlap_rows_cuda<int64_t>(const int64_t*, const int64_t*, int32_t*, int64_t, int64_t, std::uintptr_t);
 template void overlap_all_pairs_cuda<int32_t>(const int32_t*, int64_t*, int64_t, int64_t, int64_t, std::uintptr_t);
 template void overlap_all_pairs_cuda<int64_t>(const int64_t*, int64_t*, int64_t, int64_t, int64_t, std::uintptr_t);
 

@@ -1,12 +1,8 @@
 // Running top-k selection over similarity tiles (exact k-nearest neighbours).
 //
 // State: for every sample r a heap of `count` (value, index) entries, stored in two dense
-// row-major (n, count) buffers `vals` and `idx`. Each heap is a min-heap under the order
-//
-//     (v, i) is better than (w, j)  <=>  v > w  or  (v == w and i < j)
-//
-// (larger similarity first, ties to the smaller index), so its root is the worst kept entry and
-// a candidate enters only when it is better than the root. Initialise vals to -inf and idx to
+// row-major (n, count) buffers `vals` and `idx`; the heap and its tie rule (larger similarity
+// first, ties to the smaller index) are defined once, in heap.h. Initialise vals to -inf and idx to
 // INT64_MAX (fastsim/native.py does): every real candidate beats such a slot, and the result does
 // not depend on the order in which tiles are fed. NaN values never enter.
 //

@@ -14,6 +14,7 @@
 #include <numeric>
 #include <vector>
 
+#include "heap.h"
 #include "topk.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -27,33 +28,9 @@
 namespace fastsim {
 namespace {
 
-template <typename T>
-inline bool better(T v, int64_t i, T w, int64_t j) {
-  return v > w || (v == w && i < j);
-}
-
-// Replace the root of the min-heap (hv, hi) of size m by (v, c) and restore the heap order.
-template <typename T>
-inline void replace_root(T* hv, int64_t* hi, int64_t m, T v, int64_t c) {
-  int64_t p = 0;
-  for (;;) {
-    int64_t child = 2 * p + 1;
-    if (child >= m) break;
-    // the worse child
-    if (child + 1 < m && better(hv[child], hi[child], hv[child + 1], hi[child + 1])) ++child;
-    if (!better(v, c, hv[child], hi[child])) break;  // (v, c) is no better than the worse child: stop here
-    hv[p] = hv[child];
-    hi[p] = hi[child];
-    p = child;
-  }
-  hv[p] = v;
-  hi[p] = c;
-}
-
-template <typename T>
-inline void offer(T* hv, int64_t* hi, int64_t m, T v, int64_t c) {
-  if (better(v, c, hv[0], hi[0])) replace_root(hv, hi, m, v, c);
-}
+using heap::better;
+using heap::offer;
+using heap::replace_root;
 
 constexpr int64_t kLanes = 16;
 

@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "heap.h"
 #include "topk.h"
 
 namespace fastsim {
@@ -33,27 +34,8 @@ void check(cudaError_t status, const char* what) {
   }
 }
 
-template <typename T>
-__device__ __forceinline__ bool better(T v, int64_t i, T w, int64_t j) {
-  return v > w || (v == w && i < j);
-}
-
-template <typename T>
-__device__ void offer(T* hv, int64_t* hi, int64_t m, T v, int64_t c) {
-  if (!better(v, c, hv[0], hi[0])) return;
-  int64_t p = 0;
-  for (;;) {
-    int64_t child = 2 * p + 1;
-    if (child >= m) break;
-    if (child + 1 < m && better(hv[child], hi[child], hv[child + 1], hi[child + 1])) ++child;
-    if (!better(v, c, hv[child], hi[child])) break;
-    hv[p] = hv[child];
-    hi[p] = hi[child];
-    p = child;
-  }
-  hv[p] = v;
-  hi[p] = c;
-}
+using heap::better;
+using heap::offer;
 
 constexpr int kRowUnroll = 16;  // 32-wide chunks whose loads a warp issues before testing them
 constexpr int kColUnroll = 8;  // rows whose loads a column thread issues before testing them

@@ -6,12 +6,12 @@
 1.0
 """
 
-from . import reference
+from . import metrics, reference
 from .api import cka, cknna, cosine, mutual_knn, similarity_matrix
-from .options import DegenerateWarning
+from .core.errors import DegenerateWarning
 from .layer_similarity import LayerSimilarity
 from .analysis import analyze
-from .streaming import StreamingCKA
+from .metrics.cka import StreamingCKA
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "LayerSimilarity",
     "analyze",
     "reference",
+    "metrics",
     "DegenerateWarning",
     "__version__",
 ]

@@ -2,7 +2,9 @@
 
 Feed it every batch's hidden states, one (B, T, d) tensor per layer (the stack input first, as
 Hugging Face's ``output_hidden_states`` returns them), with the frame-level attention mask; ask
-``compute()`` for the L x L matrix of each metric.
+``compute()`` for the L x L matrix of each metric. It is a collection of accumulators
+(``fastsim.accumulators``): one exact streaming state per metric that has one, one bounded
+uniform sample shared by the others, or one per-batch average.
 
 Samples (what the metrics compare), by ``representation``:
 
@@ -13,16 +15,16 @@ Samples (what the metrics compare), by ``representation``:
   paper's protocol (1 s = 49 frames at 16 kHz). With right-padded batches, as Hugging Face's
   feature extractors make them, these are the utterance's first frames.
 
-Metrics: ``"cosine"`` (mean per-sample cosine), ``"cka"`` (linear; ``debiased`` picks the
-estimator), ``"rbf_cka"`` (median-heuristic sigma) and ``"mutual_knn"`` (mutual kNN with ``k``) and ``"cknna"``.
+Metrics: any names of ``fastsim.metrics.names()`` ("cosine", "cka", "rbf_cka", "mutual_knn",
+"cknna", ...); their options (``k``, ``debiased``, ``sigma``, ...) are given once and go to every
+metric that declares them.
 
 Protocols, by ``protocol``:
 
-* ``"exact"``: cosine and linear CKA stream exactly over all samples (sums of per-sample cosines;
-  ``StreamingCKA``). mutual_knn, cknna and rbf_cka, which need all samples at once, use a uniform sample of
-  at most ``max_samples`` samples: every sample gets a random key and the ``max_samples``
-  smallest keys are kept (bottom-k sampling). That is a uniform sample without replacement of
-  everything seen, and two such samples merge by keeping the smallest keys of both.
+* ``"exact"``: metrics with an exact streaming state (cosine: sums of per-sample cosines; linear
+  CKA: ``StreamingCKA``) stream over all samples. The others, which need all samples at once, use
+  a uniform sample of at most ``max_samples`` samples (``BottomKSample``), which stays uniform when
+  two accumulators merge.
 * ``"per_batch"``: the seed paper's protocol. Samples are grouped into batches of
   ``batch_size`` (128 in the paper); each metric is computed within each full batch, and the
   matrices are averaged over batches. A last, partial batch is used only when no full batch exists.
@@ -33,22 +35,17 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+from typing_extensions import Self
 
-from . import api as _metrics
-from . import options
-from .streaming import StreamingCKA
+from .accumulators import BottomKSample, PerBatch
+from .accumulators.base import all_reduce_sum, collective_device
+from .core.errors import check_choice, check_flag, check_int
+from .core.inputs import first_nonfinite_row
+from .core.precision import PRECISIONS
+from .metrics import registry
 
-METRICS = ("cosine", "cka", "rbf_cka", "mutual_knn", "cknna")
 REPRESENTATIONS = ("frames", "mean", "flatten")
 PROTOCOLS = ("exact", "per_batch")
-
-
-def collective_device(group: Any = None) -> torch.device:
-    """Where tensors for a torch.distributed collective must be: NCCL reduces CUDA tensors only,
-    gloo takes CPU tensors."""
-    import torch.distributed as dist
-
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
 
 
 class LayerSimilarity:
@@ -68,33 +65,52 @@ class LayerSimilarity:
         batch_size: int = 128,
         seed: int = 0,
         precision: str = "highest",
+        **options: Any,
     ) -> None:
         if isinstance(metrics, str) or not metrics:
-            raise TypeError(f"metrics must be a non-empty sequence of names from {METRICS}; got {metrics!r}")
+            raise TypeError(f"metrics must be a non-empty sequence of names from {registry.names()}; got {metrics!r}")
         for m in metrics:
-            options.check_choice("metric", m, METRICS)
+            check_choice("metric", m, registry.names())
         self.metrics = tuple(dict.fromkeys(metrics))
-        self.representation = options.check_choice("representation", representation, REPRESENTATIONS)
-        self.protocol = options.check_choice("protocol", protocol, PROTOCOLS)
-        options.check_choice("precision", precision, options.PRECISIONS)
-        for name, value, low in (("k", k, 1), ("frames", frames, 1), ("max_samples", max_samples, 2), ("batch_size", batch_size, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-        self.k, self.debiased, self.frames = k, debiased, frames
-        self.include_input, self.max_samples, self.batch_size = include_input, max_samples, batch_size
-        self.precision = precision
-        self.generator = torch.Generator().manual_seed(seed)
+        self.representation = check_choice("representation", representation, REPRESENTATIONS)
+        self.protocol = check_choice("protocol", protocol, PROTOCOLS)
+        self.precision = check_choice("precision", precision, PRECISIONS)
+        self.include_input = check_flag("include_input", include_input)
+        self.frames = check_int("frames", frames, 1)
+        self.max_samples = check_int("max_samples", max_samples, 2)
+        self.batch_size = check_int("batch_size", batch_size, 2)
+        self.seed = check_int("seed", seed)
+        given = {"k": k, "debiased": debiased, **options}
+        known = {o for m in self.metrics for o in registry.get(m).option_names()} | {"k", "debiased"}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise TypeError(f"LayerSimilarity got option(s) {', '.join(map(repr, unknown))} that none of {self.metrics} takes")
+        self.options = {
+            m: registry.get(m).resolve_options({key: v for key, v in given.items() if key in registry.get(m).option_names()})
+            for m in self.metrics
+        }
+        # the resolved k and debiased (validated even when no chosen metric uses them)
+        self.k = check_int("k", k, 1)
+        self.debiased = check_flag("debiased", debiased)
+        if self.protocol == "per_batch":
+            for m in self.metrics:
+                registry.get(m).check_samples(self.options[m], self.batch_size)
         self.reset()
 
     def reset(self) -> None:
         self.samples_seen = 0
-        self.cka = StreamingCKA(debiased=self.debiased, precision=self.precision) if "cka" in self.metrics else None
-        self.cos_sum: torch.Tensor | None = None
-        self.keys: torch.Tensor | None = None  # bottom-k reservoir: (m,) keys and (L, m, d) samples
-        self.kept: torch.Tensor | None = None
-        self.pending: list[torch.Tensor] = []  # per_batch: samples waiting for a full batch
-        self.batch_sums: dict[str, torch.Tensor] = {}
-        self.batches = 0
+        self.exact = {}
+        self.sample = None
+        self.per_batch = None
+        if self.protocol == "per_batch":
+            self.per_batch = PerBatch(self.batch_size, self._matrices)
+            return
+        for m in self.metrics:
+            spec = registry.get(m)
+            if spec.streaming == "exact":
+                self.exact[m] = spec.accumulator(**self.options[m], precision=self.precision)
+        if any(registry.get(m).streaming != "exact" for m in self.metrics):
+            self.sample = BottomKSample(self.max_samples, self.seed)
 
     # ------------------------------------------------------------------ input
 
@@ -107,19 +123,22 @@ class LayerSimilarity:
             states = states[1:]
             if not states:
                 raise ValueError("include_input=False leaves no layer: hidden_states has only the stack input")
-        shape = tuple(states[0].shape)
+        shape = tuple(states[0].shape) if isinstance(states[0], torch.Tensor) else None
         for i, h in enumerate(states):
             if not isinstance(h, torch.Tensor) or h.dim() != 3 or tuple(h.shape) != shape:
                 raise ValueError(
                     f"hidden_states must be (batch, frames, features) tensors of one shape; layer {i} has "
                     f"{tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}, layer 0 {shape}"
                 )
+            if not h.is_floating_point():
+                raise TypeError(f"hidden_states must be floating point; layer {i} is {h.dtype}")
         B, T, _ = shape
         if mask is None:
             valid = torch.ones(B, T, dtype=torch.bool, device=states[0].device)
         else:
-            if tuple(mask.shape) != (B, T):
-                raise ValueError(f"mask must be (batch, frames) = {(B, T)} to match hidden_states; got {tuple(mask.shape)}")
+            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (B, T):
+                got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+                raise ValueError(f"mask must be a (batch, frames) = {(B, T)} tensor to match hidden_states; got {got}")
             valid = mask.to(states[0].device).bool()
         wide = states[0].dtype == torch.float64
         h = torch.stack([s.detach() if wide else s.detach().float() for s in states])
@@ -138,167 +157,104 @@ class LayerSimilarity:
         out[:, :, :take] = h[:, :, :take] * keep[None, :, :, None]
         return out.reshape(h.shape[0], B, -1)
 
-    def update(self, hidden_states: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> "LayerSimilarity":
-        """Add one batch: hidden_states (one (B, T, d) tensor per layer) and its (B, T) frame mask."""
+    def update(self, hidden_states: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> Self:
+        """Add one batch: hidden_states (one (B, T, d) tensor per layer) and its (B, T) frame mask.
+
+        The batch is checked in full before any state changes: a rejected batch (NaN or Inf in a
+        valid frame, shapes that do not fit) leaves the accumulator as it was."""
         x = self._samples(hidden_states, mask)
         if x.shape[1] == 0:
             return self
+        for layer in range(x.shape[0]):
+            row = first_nonfinite_row(x[layer])
+            if row is not None:
+                raise ValueError(
+                    f"hidden_states: layer {layer} has NaN or Inf in sample {row} of this batch "
+                    "(the batch was not added)"
+                )
         self.samples_seen += x.shape[1]
-        if self.protocol == "per_batch":
-            self.pending.append(x)
-            self._flush(final=False)
+        if self.per_batch is not None:
+            self.per_batch.update(x)
             return self
-        if "cosine" in self.metrics:
-            c = _metrics.similarity_matrix(list(x), "cosine", precision=self.precision).double() * x.shape[1]
-            self.cos_sum = c if self.cos_sum is None else self.cos_sum + c.to(self.cos_sum.device)
-        if self.cka is not None:
-            self.cka.update(list(x))
-        if {"mutual_knn", "cknna", "rbf_cka"} & set(self.metrics):
-            self._reservoir(x)
+        layers = list(x)
+        for acc in self.exact.values():
+            acc.update(layers)
+        if self.sample is not None:
+            self.sample.update(x)
         return self
 
-    def _reservoir(self, x: torch.Tensor) -> None:
-        keys = torch.rand(x.shape[1], generator=self.generator, dtype=torch.float64)
-        self._keep_smallest([(keys, x)])
-
-    def _keep_smallest(self, pieces: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Make the sample the `max_samples` smallest keys of this one and the (keys, samples)
-        pieces together: the bottom-k sample of their union."""
-        if self.keys is not None:
-            pieces = [(self.keys, self.kept), *pieces]
-        dev = pieces[0][1].device
-        keys = torch.cat([k for k, _ in pieces])
-        kept = torch.cat([x.to(dev) for _, x in pieces], 1)
-        if keys.numel() > self.max_samples:
-            keys, order = torch.topk(keys, self.max_samples, largest=False)
-            kept = kept[:, order.to(dev)]
-        self.keys, self.kept = keys, kept
-
-    def _matrices(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every requested metric on one set of samples (L, S, D)."""
-        layers, out = list(x), {}
-        n = x.shape[1]
-        for m in self.metrics:
-            if m == "cosine":
-                out[m] = _metrics.similarity_matrix(layers, "cosine", precision=self.precision)
-            elif m == "cka":
-                out[m] = _metrics.similarity_matrix(layers, "cka", debiased=self.debiased, precision=self.precision)
-            elif m == "rbf_cka":
-                out[m] = _metrics.similarity_matrix(layers, "cka", kernel="rbf", debiased=self.debiased, precision=self.precision)
-            elif m == "mutual_knn":
-                out[m] = _metrics.similarity_matrix(layers, "mutual_knn", k=min(self.k, n - 1), precision=self.precision)
-            else:
-                out[m] = _metrics.similarity_matrix(layers, "cknna", k=min(self.k, n - 1), precision=self.precision)
-        return {m: v.double().cpu() for m, v in out.items()}
-
-    def _flush(self, final: bool) -> None:
-        """per_batch: compute every full batch of pending samples (and, if final, a lone partial one)."""
-        if not self.pending:
-            return
-        x = torch.cat(self.pending, 1)
-        start = 0
-        while x.shape[1] - start >= self.batch_size:
-            self._add_batch(x[:, start : start + self.batch_size])
-            start += self.batch_size
-        rest = x[:, start:]
-        if final and self.batches == 0 and rest.shape[1] >= 4:
-            self._add_batch(rest)
-            rest = rest[:, :0]
-        self.pending = [rest] if rest.shape[1] else []
-
-    def _add_batch(self, x: torch.Tensor) -> None:
-        for m, v in self._matrices(x).items():
-            self.batch_sums[m] = v if m not in self.batch_sums else self.batch_sums[m] + v
-        self.batches += 1
-
     # ------------------------------------------------------------------ result
+
+    def _matrices(self, x: torch.Tensor, metrics: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Every requested metric (or those given) on one set of samples (L, S, D), as float64 CPU."""
+        layers = list(x)
+        out = {}
+        for m in self.metrics if metrics is None else metrics:
+            spec = registry.get(m)
+            try:
+                spec.check_samples(self.options[m], x.shape[1])
+            except ValueError as e:
+                raise ValueError(f"{e} ({x.shape[1]} {self.representation} samples were kept)") from None
+            out[m] = spec.matrix(layers, precision=self.precision, **self.options[m]).double().cpu()
+        return out
 
     def compute(self) -> dict[str, torch.Tensor]:
         """{metric: (L, L) float64 CPU tensor} over everything seen so far."""
         if self.samples_seen == 0:
             raise ValueError("no samples yet: call update() first")
-        if self.protocol == "per_batch":
-            self._flush(final=False)
-            if self.batches:
-                return {m: v / self.batches for m, v in self.batch_sums.items()}
-            # No full batch yet: the partial one, computed on the side (the state is unchanged).
-            rest = torch.cat(self.pending, 1) if self.pending else None
-            if rest is None or rest.shape[1] < 4:
-                raise ValueError(f"per_batch needs at least 4 samples; got {self.samples_seen}")
-            return self._matrices(rest)
+        if self.per_batch is not None:
+            return self.per_batch.compute()
         out: dict[str, torch.Tensor] = {}
-        if "cosine" in self.metrics:
-            out["cosine"] = (self.cos_sum / self.samples_seen).cpu()
-        if self.cka is not None:
-            out["cka"] = self.cka.compute_tensor().double()
-        if self.kept is not None:
-            sampled = [m for m in self.metrics if m in ("mutual_knn", "cknna", "rbf_cka")]
-            full = self._matrices(self.kept)
-            out.update({m: full[m] for m in sampled})
+        for m, acc in self.exact.items():
+            r = acc.compute()
+            out[m] = (r if isinstance(r, torch.Tensor) else torch.as_tensor(r)).double().cpu()
+        sampled = [m for m in self.metrics if m not in self.exact]
+        if sampled:
+            out.update(self._matrices(self.sample.compute(), sampled))
         return {m: out[m] for m in self.metrics}
 
-    def all_reduce(self, group: Any = None) -> "LayerSimilarity":
-        """Combine the accumulators of every rank of a torch.distributed group, in place.
+    def _accumulators(self) -> list:
+        if self.per_batch is not None:
+            return [self.per_batch]
+        return [*(self.exact[m] for m in self.metrics if m in self.exact), *([self.sample] if self.sample else [])]
 
-        Sums (cosine, per-batch matrices, counts) are all-reduced; linear CKA goes through
-        ``StreamingCKA.all_reduce``; the bottom-k samples are all-gathered and the smallest keys
-        kept. Give each rank its own ``seed`` so that their sampling keys are independent.
-        Pending per_batch samples stay on their rank (each rank batches its own data).
-        """
-        import torch.distributed as dist
+    def settings(self) -> tuple:
+        return (self.metrics, self.representation, self.protocol, self.frames, self.include_input,
+                self.max_samples, self.batch_size, repr(sorted((m, sorted(o.items())) for m, o in self.options.items())))
 
-        dev = collective_device(group)
-
-        def reduce(t: torch.Tensor) -> torch.Tensor:
-            t = t.to(dev)
-            dist.all_reduce(t, group=group)
-            return t.cpu()
-
-        if self.protocol == "per_batch":
-            self._flush(final=False)
-        ready = float(self.batches > 0 if self.protocol == "per_batch" else self.samples_seen > 0)
-        if reduce(torch.tensor([ready], dtype=torch.float64)).item() < dist.get_world_size(group):
-            raise ValueError(
-                "all_reduce needs data on every rank (with per_batch: at least one full batch on every rank)"
-            )  # raised on every rank together, so none is left waiting in a collective
-        count = reduce(torch.tensor([float(self.samples_seen)], dtype=torch.float64))
-        if self.protocol == "per_batch":
-            self.batches = int(reduce(torch.tensor([float(self.batches)], dtype=torch.float64)).item())
-            self.batch_sums = {m: reduce(self.batch_sums[m].clone()) for m in self.metrics}
-        else:
-            if "cosine" in self.metrics:
-                self.cos_sum = reduce(self.cos_sum.clone())
-            if self.cka is not None:
-                self.cka.all_reduce(group)
-            if self.kept is not None:
-                gathered: list = [None] * dist.get_world_size(group)
-                dist.all_gather_object(gathered, (self.keys, self.kept.cpu()), group=group)
-                self.keys = self.kept = None  # every rank's sample, this one's included, is in gathered
-                self._keep_smallest(gathered)
-        self.samples_seen = int(count.item())
-        return self
-
-    def _settings(self) -> tuple:
-        return (self.metrics, self.representation, self.protocol, self.debiased, self.k, self.frames,
-                self.include_input, self.max_samples, self.batch_size)
-
-    def merge(self, other: "LayerSimilarity") -> "LayerSimilarity":
+    def merge(self, other: "LayerSimilarity") -> Self:
         """Fold in another accumulator (disjoint data, same settings); returns self."""
         if not isinstance(other, LayerSimilarity):
             raise TypeError(f"other must be a LayerSimilarity; got {type(other).__name__}")
-        if other._settings() != self._settings():
+        if other.settings() != self.settings():
             raise ValueError("can only merge accumulators with the same settings (metrics, representation, protocol, ...)")
-        if self.protocol == "per_batch":
-            for m, v in other.batch_sums.items():
-                self.batch_sums[m] = v if m not in self.batch_sums else self.batch_sums[m] + v
-            self.batches += other.batches
-            self.pending += other.pending
-        else:
-            if other.cos_sum is not None:
-                self.cos_sum = other.cos_sum if self.cos_sum is None else self.cos_sum + other.cos_sum
-            if self.cka is not None:
-                self.cka.merge(other.cka)
-            if other.keys is not None:
-                self._keep_smallest([(other.keys, other.kept)])
+        for mine, theirs in zip(self._accumulators(), other._accumulators()):
+            mine.merge(theirs)
         self.samples_seen += other.samples_seen
+        return self
+
+    def all_reduce(self, group: Any = None) -> Self:
+        """Combine the accumulators of every rank of a torch.distributed group, in place.
+
+        Each accumulator reduces itself (``fastsim.accumulators``): sums are all-reduced, linear
+        CKA goes through ``StreamingCKA.all_reduce``, the bounded samples are gathered and the
+        smallest keys kept. Give each rank its own ``seed`` so that their sampling keys are
+        independent. Pending per_batch samples stay on their rank (each rank batches its own data).
+        """
+        import torch.distributed as dist
+
+        def total(value: float) -> float:
+            return float(all_reduce_sum(torch.tensor([value], dtype=torch.float64), group).item())
+
+        if self.per_batch is not None:
+            self.per_batch.flush()
+        ready = self.per_batch.batches > 0 if self.per_batch is not None else self.samples_seen > 0
+        if total(float(ready)) < dist.get_world_size(group):
+            raise ValueError(
+                "all_reduce needs data on every rank (with per_batch: at least one full batch on every rank)"
+            )  # raised on every rank together, so none is left waiting in a collective
+        count = total(float(self.samples_seen))
+        for acc in self._accumulators():  # the same order on every rank
+            acc.all_reduce(group)
+        self.samples_seen = int(count)
         return self

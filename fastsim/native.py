@@ -46,22 +46,6 @@ def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
 
 
-def overlap_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """int32 (n,): how many indices rows a[i] and b[i] of two (n, k) neighbour lists share."""
-    if a.dim() != 2 or a.shape != b.shape:
-        raise ValueError(f"a and b must be (n, k) index arrays of one shape; got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.dtype != b.dtype or a.device != b.device:
-        raise ValueError("a and b must share dtype and device")
-    require(a.device)
-    a, bits = _index_buffer("a", a)
-    b, _ = _index_buffer("b", b)
-    n, k = a.shape
-    out = torch.empty(n, dtype=torch.int32, device=a.device)
-    with torch.cuda.device(a.device) if a.device.type == "cuda" else contextlib.nullcontext():
-        _C.overlap_rows(a.data_ptr(), b.data_ptr(), out.data_ptr(), n, k, bits, a.device.type, _stream(a.device))
-    return out
-
-
 def overlap_all_pairs(lists: torch.Tensor) -> torch.Tensor:
     """int64 (L, L): summed row overlaps of every pair of layers of an (L, n, k) neighbour stack."""
     if lists.dim() != 3:
@@ -75,7 +59,7 @@ def overlap_all_pairs(lists: torch.Tensor) -> torch.Tensor:
     return totals
 
 
-#: Index of an empty heap slot: every real candidate beats it (see csrc/topk.h).
+#: Index of an empty heap slot: every real candidate beats it (see csrc/heap.h).
 EMPTY_INDEX = torch.iinfo(torch.int64).max
 
 
@@ -114,7 +98,7 @@ def topk_tile(
 ) -> None:
     """Feed the similarity tile S[i, j] = sim(row0 + i, col0 + j) to the running heaps in place:
     to the heaps of its rows (self excluded) and, for columns j >= col_side_begin, to the heaps of
-    samples col0 + j (default: no column side). Ties go to the smaller index (csrc/topk.h).
+    samples col0 + j (default: no column side). Ties go to the smaller index (csrc/heap.h).
     threads: OpenMP threads on the CPU (0: the OpenMP default). Releases the GIL on the CPU."""
     _check_state(vals, idx)
     if tile.dim() != 2 or tile.dtype != vals.dtype or tile.device != vals.device:
@@ -135,16 +119,23 @@ def topk_tile(
         )
 
 
+def sort_best_first(vals: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every row of (vals, idx) ordered best first by the tie rule of csrc/heap.h: value
+    descending, then index ascending (two stable torch sorts; the torch twin of topk_sort_cpu)."""
+    idx, order = torch.sort(idx, dim=1, stable=True)
+    vals = torch.gather(vals, 1, order)
+    vals, order = torch.sort(vals, dim=1, descending=True, stable=True)
+    return vals, torch.gather(idx, 1, order)
+
+
 def topk_sort(vals: torch.Tensor, idx: torch.Tensor) -> None:
     """Order every heap best first in place: value descending, then index ascending."""
     _check_state(vals, idx)
     require(vals.device)
     if vals.device.type == "cuda":
-        order = torch.sort(idx, dim=1, stable=True).indices
-        v, i = torch.gather(vals, 1, order), torch.gather(idx, 1, order)
-        order = torch.sort(v, dim=1, descending=True, stable=True).indices
-        vals.copy_(torch.gather(v, 1, order))
-        idx.copy_(torch.gather(i, 1, order))
+        v, i = sort_best_first(vals, idx)
+        vals.copy_(v)
+        idx.copy_(i)
         return
     n, count = vals.shape
     _C.topk_sort(vals.data_ptr(), idx.data_ptr(), n, count, 32 if vals.dtype == torch.float32 else 64)

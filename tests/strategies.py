@@ -91,7 +91,7 @@ def accumulates_in_float64(*xs) -> bool:
 
 
 def degenerate(x: np.ndarray, float64: bool) -> bool:
-    """The documented zero-variance rule (fastsim.backends.torch_moments.Moments.degenerate)."""
+    """The documented zero-variance rule (fastsim.core.moments.Moments.degenerate)."""
     eps = np.finfo(np.float64 if float64 else np.float32).eps
     peak = np.abs(x).max()
     if peak > 0:

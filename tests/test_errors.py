@@ -101,7 +101,7 @@ def test_unknown_or_bad_options(kwargs, exc, pattern):
 
 
 def test_similarity_matrix_inputs():
-    with pytest.raises(ValueError, match="metric must be one of 'cka', 'cosine', 'mutual_knn'"):
+    with pytest.raises(ValueError, match="metric must be one of .*'cka'.*'mutual_knn'"):
         fastsim.similarity_matrix([A, A], "cca")
     with pytest.raises(TypeError, match="unknown option 'k' for metric 'cka'"):
         fastsim.similarity_matrix([A, A], "cka", k=3)

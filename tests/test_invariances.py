@@ -108,7 +108,7 @@ def test_zero_vectors_in_cosine_count_as_zero_with_warning():
 def test_ties_go_to_the_smaller_index():
     # Samples 1, 2 and 3 are equally similar to sample 0; k=2 must pick 1 and 2.
     x = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
-    from fastsim.backends.torch_knn import knn_indices
+    from fastsim.core.knn import knn_indices
     import torch
 
     got = knn_indices(torch.from_numpy(x), 2, precision="highest")

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import fastsim
 from fastsim import reference as R
+from fastsim.core.numpy_reference import knn_mask
 
 from strategies import accumulates_in_float64, as64, cast_pair, containers, dtypes, related_pair, value
 from test_metrics import boundary_near_tie
@@ -56,7 +57,7 @@ def test_reference_is_platonic_reps_definition(n, k, seed):
 def well_conditioned(a64, b64, k) -> bool:
     """Self terms clearly positive (else CKNNA is undefined or the ratio ill-conditioned)."""
     K, L = R.cosine_similarities(a64), R.cosine_similarities(b64)
-    mk, ml = R._knn_mask(a64, k), R._knn_mask(b64, k)
+    mk, ml = knn_mask(a64, k), knn_mask(b64, k)
     kk, ll = R.hsic(mk * K, mk * K, True), R.hsic(ml * L, ml * L, True)
     scale_k = np.sum((mk * K) ** 2) / (len(K) * (len(K) - 3))
     scale_l = np.sum((ml * L) ** 2) / (len(L) * (len(L) - 3))

@@ -10,7 +10,7 @@ import torch
 import fastsim
 from fastsim import native
 from fastsim import reference as R
-from fastsim.backends import torch_knn
+from fastsim.core import knn as torch_knn
 
 pytestmark = pytest.mark.gpu
 

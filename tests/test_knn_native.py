@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from fastsim import native
 from fastsim import reference as R
-from fastsim.backends import torch_knn
-from fastsim.backends.torch_knn import knn_indices
+from fastsim.core import knn as torch_knn
+from fastsim.core.knn import knn_indices
+from fastsim.core.scaling import row_scales
 
 from strategies import as64, cast, dtypes, related_pair
 from test_metrics import boundary_near_tie
@@ -208,13 +209,13 @@ def test_non_finite_rows_are_a_clear_error(use_native):
 
 def test_bound_at_high_covers_tf32_truncation():
     """TF32 tensor cores read only the top 10 mantissa bits of each float32 operand (truncation):
-    simulate that on the unit rows of _prepare and check the approximate self-similarity of
+    simulate that on the unit rows of row_scales and check the approximate self-similarity of
     duplicate rows (exactly 1 in the reference) stays within approximation_bound(.., "high").
     With the error of a rounding to nearest (2**-11) the bound is exceeded here."""
     g = torch.Generator().manual_seed(0)
     d = 2
     x = torch.randn(200_000, d, generator=g)
-    units, _ = torch_knn._prepare(x, torch.float32)
+    units, _ = row_scales(x, torch.float32)
     tf32 = (units.view(torch.int32) & ~((1 << 13) - 1)).view(torch.float32)
     err = (1.0 - tf32.double().square().sum(1)).abs().max().item()
     assert err <= torch_knn.approximation_bound(d, torch.float32, "high")

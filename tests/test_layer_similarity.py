@@ -101,14 +101,14 @@ def test_bottom_k_sample_is_uniform_and_merges():
     x = torch.arange(N, dtype=torch.float64).reshape(1, N, 1).expand(2, N, 1)
     for seed in range(runs):
         acc = LayerSimilarity(["mutual_knn"], max_samples=m, seed=seed)
-        acc._reservoir(x.clone())
-        hits[acc.kept[0, :, 0].long().numpy()] += 1
+        acc.sample.update(x.clone())
+        hits[acc.sample.kept[0, :, 0].long().numpy()] += 1
         a = LayerSimilarity(["mutual_knn"], max_samples=m, seed=2 * seed)
         b = LayerSimilarity(["mutual_knn"], max_samples=m, seed=2 * seed + 1)
-        a._reservoir(x[:, :7].clone())
-        b._reservoir(x[:, 7:].clone())
+        a.sample.update(x[:, :7].clone())
+        b.sample.update(x[:, 7:].clone())
         a.merge(b)
-        merged_hits[a.kept[0, :, 0].long().numpy()] += 1
+        merged_hits[a.sample.kept[0, :, 0].long().numpy()] += 1
     expected = runs * m / N  # 100; binomial sd ~8.7
     assert np.all(np.abs(hits - expected) < 40), hits
     assert np.all(np.abs(merged_hits - expected) < 40), merged_hits
@@ -166,4 +166,4 @@ def test_per_batch_compute_mid_stream_leaves_the_state_alone():
         if i == 0:
             peeked.compute()  # only a partial batch so far: computed on the side
     np.testing.assert_allclose(peeked.compute()["cka"], plain.compute()["cka"], rtol=1e-12)
-    assert peeked.batches == plain.batches == 1
+    assert peeked.per_batch.batches == plain.per_batch.batches == 1

@@ -23,16 +23,6 @@ def test_module_is_built():
     assert native._C.openmp_threads() >= 1
 
 
-@given(st.integers(0, 60), st.integers(1, 40), st.integers(0, 2**31), st.sampled_from([torch.int32, torch.int64]))
-def test_overlap_rows_matches_set_intersection(n, k, seed, dtype):
-    rng = np.random.default_rng(seed)
-    pool = k + int(rng.integers(0, 3 * k))  # small pools make overlaps likely
-    a, b = distinct_rows(rng, n, k, pool), distinct_rows(rng, n, k, pool)
-    got = native.overlap_rows(torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype))
-    assert got.dtype == torch.int32
-    assert got.tolist() == overlap_python(a, b).tolist()
-
-
 @given(st.integers(1, 6), st.integers(0, 40), st.integers(1, 12), st.integers(0, 2**31))
 def test_overlap_all_pairs_matches_set_intersections(L, n, k, seed):
     rng = np.random.default_rng(seed)
@@ -43,18 +33,17 @@ def test_overlap_all_pairs_matches_set_intersections(L, n, k, seed):
 
 
 def test_overlap_accepts_views_and_rejects_bad_buffers():
-    a = torch.arange(40).reshape(10, 4)
-    assert native.overlap_rows(a.T.contiguous().T, a).tolist() == [4] * 10  # Fortran-ordered view is copied
+    a = torch.arange(40).reshape(1, 10, 4)
+    view = a[0].T.contiguous().T[None]  # Fortran-ordered view is copied
+    assert native.overlap_all_pairs(torch.cat([view, a])).tolist() == [[40, 40], [40, 40]]
     with pytest.raises(TypeError, match="int32 or int64"):
-        native.overlap_rows(a.float(), a.float())
-    with pytest.raises(ValueError, match="one shape"):
-        native.overlap_rows(a, a[:5])
+        native.overlap_all_pairs(a.float())
     with pytest.raises(ValueError, match=r"\(L, n, k\)"):
-        native.overlap_all_pairs(a)
+        native.overlap_all_pairs(a[0])
     with pytest.raises(ValueError, match="k must be >= 1"):
-        native._C.overlap_rows(a.data_ptr(), a.data_ptr(), a.data_ptr(), 10, 0, 64, "cpu", 0)
+        native._C.overlap_all_pairs(a.data_ptr(), a.data_ptr(), 1, 10, 0, 64, "cpu", 0)
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
-        native._C.overlap_rows(a.data_ptr(), a.data_ptr(), a.data_ptr(), 10, 4, 64, "tpu", 0)
+        native._C.overlap_all_pairs(a.data_ptr(), a.data_ptr(), 1, 10, 4, 64, "tpu", 0)
 
 
 @pytest.mark.gpu
@@ -66,5 +55,3 @@ def test_cuda_kernels_match_cpu():
     for dtype in (torch.int32, torch.int64):
         gpu = native.overlap_all_pairs(lists.to(dtype).cuda())
         assert gpu.cpu().tolist() == cpu.tolist()
-        rows = native.overlap_rows(lists[0].to(dtype).cuda(), lists[3].to(dtype).cuda())
-        assert rows.cpu().tolist() == native.overlap_rows(lists[0], lists[3]).tolist()

@@ -9,9 +9,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import fastsim
-from fastsim import options
+from fastsim.core import budget as options
 from fastsim import reference as R
-from fastsim.backends import torch_cka
+from fastsim.core import kernel_sums as torch_cka
 
 from strategies import matrix
 
@@ -73,7 +73,7 @@ def test_both_linear_paths_and_tiny_chunks(monkeypatch, debiased, sample_space):
     base = rng.normal(size=(203, 7)) + 50.0
     layers = [base, base @ rng.normal(size=(7, 11)) + rng.normal(size=(203, 11)), rng.normal(size=(203, 3))]
     ref = R.similarity_matrix(layers, "cka", debiased=debiased)
-    monkeypatch.setattr(torch_cka, "_linear_uses_sample_space", lambda n, dims: sample_space)
+    monkeypatch.setattr(torch_cka, "linear_uses_sample_space", lambda n, dims: sample_space)
     monkeypatch.setattr(options, "CHUNK_BYTES", 4096)
     got = fastsim.similarity_matrix(layers, "cka", debiased=debiased)
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
@@ -82,8 +82,8 @@ def test_both_linear_paths_and_tiny_chunks(monkeypatch, debiased, sample_space):
 
 
 def test_path_choice_follows_cost():
-    assert torch_cka._linear_uses_sample_space(1024, [768] * 13)  # n < sum(d): Gram blocks are cheaper
-    assert not torch_cka._linear_uses_sample_space(100_000, [768] * 13)
+    assert torch_cka.linear_uses_sample_space(1024, [768] * 13)  # n < sum(d): Gram blocks are cheaper
+    assert not torch_cka.linear_uses_sample_space(100_000, [768] * 13)
 
 
 def test_rbf_and_knn_with_tiny_chunks(monkeypatch):

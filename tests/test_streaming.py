@@ -64,9 +64,9 @@ def test_merged_states_equal_the_union(case, debiased):
     whole = fastsim.StreamingCKA(debiased=debiased).update(layers)
     np.testing.assert_allclose(merged.compute(), whole.compute(), rtol=1e-9, atol=1e-12)
     # The moment state itself, not just CKA, is the union's.
-    np.testing.assert_allclose(merged.P.numpy(), whole.P.numpy(), rtol=1e-9)
-    for key in whole.C:
-        np.testing.assert_allclose(merged.C[key].numpy(), whole.C[key].numpy(), rtol=1e-9, atol=1e-9 * np.abs(whole.C[key].numpy()).max())
+    np.testing.assert_allclose(merged.state.P.numpy(), whole.state.P.numpy(), rtol=1e-9)
+    for key in whole.state.C:
+        np.testing.assert_allclose(merged.state.C[key].numpy(), whole.state.C[key].numpy(), rtol=1e-9, atol=1e-9 * np.abs(whole.state.C[key].numpy()).max())
 
 
 def test_float32_chunks_and_large_means():

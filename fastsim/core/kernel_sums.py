@@ -1,85 +1,33 @@
-"""CKA (linear and RBF kernels, biased and debiased HSIC) over all layer pairs, torch backend.
+"""The sums that HSIC needs (``fastsim.core.hsic.KernelStats``), computed from the data with torch.
 
-Every path reduces the data to a few small per-pair sums (``KernelStats``) and then evaluates HSIC
-for all pairs at once (``hsic_matrix``):
-
-* linear, feature space: the upper-triangle blocks of the stacked cross-covariance
+* Linear kernel, feature space: the upper-triangle blocks of the stacked cross-covariance
   ``Xc_a^T Xc_b`` (d_a x d_b each), streamed over row chunks; ``sum(K_a o K_b) = |Xc_a^T Xc_b|_F^2``.
-* linear or RBF, sample space: each layer's kernel matrix is produced in (b x b) blocks, only the
-  blocks on or above the diagonal (the kernels are symmetric), and reduced at once to the pair
-  sums, the row sums and the diagonal. At most one block row per layer is alive at a time.
+* Linear or RBF kernel, sample space: each layer's kernel matrix is produced in (b x b) blocks,
+  only the blocks on or above the diagonal (the kernels are symmetric), and reduced at once to
+  the pair sums, the row sums and the diagonal. At most one block row per layer is alive at a time.
 
-The data are centered by the layer mean first (HSIC and CKA are invariant to it, the biased and
-the unbiased estimator alike) so that large feature means cause no cancellation.
+The data are centered by the layer mean first (``fastsim.core.moments``; HSIC and CKA are
+invariant to it, the biased and the unbiased estimator alike) so that large feature means cause
+no cancellation. ``linear_uses_sample_space`` picks the cheaper linear path.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from .. import options
-from .torch_moments import Moments, layer_moments
+from . import budget
+from .errors import warn_degenerate
+from .hsic import KernelStats, stats_from_rows
+from .moments import Moments
 
 #: The median heuristic looks at the pairwise distances of at most this many samples, taken
 #: evenly spaced through the data (all samples when n is smaller; then it is exact).
 MEDIAN_SAMPLE = 2048
 
 
-@dataclass
-class KernelStats:
-    """Sums that determine HSIC of every layer pair; K_a is layer a's kernel, R_a its row sums.
-
-    All float64 on the CPU, scaled by 1/n^2 (matrices) or 1/n (vectors) to stay in range.
-    """
-
-    n: int
-    S: torch.Tensor  # (L, L) sum_ij K_a[i,j] K_b[i,j]
-    P: torch.Tensor  # (L, L) sum_i K_a[i,i] K_b[i,i]
-    Q: torch.Tensor  # (L, L) sum_i R_a[i] R_b[i]
-    X: torch.Tensor  # (L, L) sum_i R_a[i] K_b[i,i]
-    r: torch.Tensor  # (L,) sum_i R_a[i]
-    t: torch.Tensor  # (L,) sum_i K_a[i,i]
-
-
-def hsic_matrix(st: KernelStats, debiased: bool) -> torch.Tensor:
-    """HSIC of all pairs, each times the same positive factor (which cancels in CKA).
-
-    Biased: ``tr(K H L H) = sum(K o L) - (2/n) R_K . R_L + (1^T K 1)(1^T L 1) / n^2``.
-    Unbiased (Song et al. 2012) with ``K~ = K - diag(K)``: ``tr(K~ L~) = S - P``,
-    ``1^T K~ 1 = r - t`` and ``1^T K~ L~ 1 = (R_K - diag K) . (R_L - diag L) = Q - X - X^T + P``.
-    """
-    n = st.n
-    if not debiased:
-        h = st.S - (2.0 / n) * st.Q + torch.outer(st.r, st.r) / n**2
-    else:
-        rt = st.r - st.t
-        h = (st.S - st.P) + torch.outer(rt, rt) / ((n - 1) * (n - 2)) - (2.0 / (n - 2)) * (st.Q - st.X - st.X.T + st.P)
-    return (h + h.T) / 2  # symmetric in exact arithmetic; make it so after rounding
-
-
-def _finish(h: torch.Tensor, bad_layers: torch.Tensor, debiased: bool) -> torch.Tensor:
-    self_h = torch.diagonal(h).clone()
-    bad = bad_layers | ~(self_h > 0)
-    denom = torch.sqrt(torch.outer(self_h.clamp_min(0), self_h.clamp_min(0)))
-    out = h / denom
-    if not debiased:
-        out = out.clamp(0.0, 1.0)  # biased CKA is a cosine of PSD matrices: in [0, 1] up to rounding
-    out.fill_diagonal_(1.0)
-    out[bad, :] = float("nan")
-    out[:, bad] = float("nan")
-    if bool(bad.any()):
-        which = bad.nonzero().flatten().tolist()
-        options.warn_degenerate(
-            f"CKA is undefined (NaN) for input(s) {which}: zero variance, a non-positive "
-            "self-HSIC estimate, or (RBF) a zero bandwidth"
-        )
-    return out
-
-
-def _pair_groups(dims: list[int], elem: int) -> list[list[tuple[int, int]]]:
+def pair_groups(dims: list[int], elem: int) -> list[list[tuple[int, int]]]:
     """The layer pairs (i <= j), in groups whose d_i x d_j accumulators fit the chunk budget
     together (a group holds at least one pair); each group costs one pass over the rows."""
     groups: list[list[tuple[int, int]]] = [[]]
@@ -87,7 +35,7 @@ def _pair_groups(dims: list[int], elem: int) -> list[list[tuple[int, int]]]:
     for i in range(len(dims)):
         for j in range(i, len(dims)):
             size = dims[i] * dims[j] * elem
-            if groups[-1] and used + size > options.CHUNK_BYTES:
+            if groups[-1] and used + size > budget.CHUNK_BYTES:
                 groups.append([])
                 used = 0
             groups[-1].append((i, j))
@@ -95,7 +43,16 @@ def _pair_groups(dims: list[int], elem: int) -> list[list[tuple[int, int]]]:
     return groups
 
 
-def _linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype) -> KernelStats:
+def linear_uses_sample_space(n: int, dims: list[int]) -> bool:
+    """Pick the cheaper of the two linear-CKA paths by multiply-adds (both exploit symmetry)."""
+    L, D = len(dims), sum(dims)
+    feature = n * (D * D + sum(d * d for d in dims)) / 2
+    sample = n * n * (D + L * L) / 2
+    return sample < feature
+
+
+def linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype) -> KernelStats:
+    """KernelStats of the linear kernels from the cross-covariance blocks (feature space)."""
     n, L = layers[0].shape[0], len(layers)
     dev = layers[0].device
     dims = [x.shape[1] for x in layers]
@@ -103,10 +60,10 @@ def _linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dt
     P, Q, X = (torch.zeros(L, L, dtype=torch.float64, device=dev) for _ in range(3))
     t, r = (torch.zeros(L, dtype=torch.float64, device=dev) for _ in range(2))
     S = torch.zeros(L, L, dtype=torch.float64)
-    for g, group in enumerate(_pair_groups(dims, elem)):
+    for g, group in enumerate(pair_groups(dims, elem)):
         acc = {pair: torch.zeros(dims[pair[0]], dims[pair[1]], dtype=dt, device=dev) for pair in group}
         needed = sorted({l for pair in group for l in pair} | (set(range(L)) if g == 0 else set()))
-        for s, e in options.row_chunks(n, 2 * sum(dims[l] for l in needed) * elem):
+        for s, e in budget.row_chunks(n, 2 * sum(dims[l] for l in needed) * elem):
             Z = {l: mom.chunk(l, layers[l], s, e) for l in needed}
             if g == 0:  # the per-sample sums need one pass only
                 diag = torch.stack([Z[l].square().sum(1) for l in range(L)], 1).double()  # (c, L): |xc_i|^2
@@ -124,7 +81,7 @@ def _linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dt
     return KernelStats(n, S, P.cpu() / n**2, Q.cpu() / n**2, X.cpu() / n**2, r.cpu() / n, t.cpu() / n)
 
 
-def _kernel_block(out, xi, xj, ni, nj, kernel: str, sigma: float, shifted: bool, same: bool) -> None:
+def kernel_block(out, xi, xj, ni, nj, kernel: str, sigma: float, shifted: bool, same: bool) -> None:
     """Write one (b_i x b_j) block of a layer's kernel matrix into `out`.
 
     RBF with `shifted`: exp(.) - 1 (by expm1) instead of exp(.). Adding a constant to every
@@ -143,7 +100,7 @@ def _kernel_block(out, xi, xj, ni, nj, kernel: str, sigma: float, shifted: bool,
     out.expm1_() if shifted else out.exp_()
 
 
-def _sample_stats(
+def sample_stats(
     layers: list[torch.Tensor],
     mom: Moments,
     dt: torch.dtype,
@@ -151,15 +108,16 @@ def _sample_stats(
     sigmas: list[float],
     shifted: list[bool] | None = None,
 ) -> KernelStats:
+    """KernelStats from each layer's kernel blocks (linear or RBF), made on the fly."""
     n, L = layers[0].shape[0], len(layers)
     dev = layers[0].device
     elem = torch.finfo(dt).bits // 8
     # Block edge b: L kernel blocks of b x b within the chunk budget, and at least ~8 block rows
     # (down to b = 512), since the diagonal blocks are computed whole: with B block rows the
     # work is (B + 1) / B times the upper triangle's.
-    b = int(math.sqrt(options.CHUNK_BYTES / (L * elem)))
+    b = int(math.sqrt(budget.CHUNK_BYTES / (L * elem)))
     b = min(b, max(512, -(-n // 8)))
-    b = max(1, min(n, b, options.rows_per_chunk(4 * sum(x.shape[1] for x in layers) * elem, n)))
+    b = max(1, min(n, b, budget.rows_per_chunk(4 * sum(x.shape[1] for x in layers) * elem, n)))
     starts = list(range(0, n, b))
     S = torch.zeros(L, L, dtype=torch.float64, device=dev)
     diag = torch.empty(L, n, dtype=torch.float64, device=dev)
@@ -184,7 +142,7 @@ def _sample_stats(
             xj, nj, e2 = (xi, ni, e) if same else load(s2)
             K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
             for l in range(L):
-                _kernel_block(K[l], xi[l], xj[l], ni[l], nj[l], kernel, sigmas[l], shifted[l], same)
+                kernel_block(K[l], xi[l], xj[l], ni[l], nj[l], kernel, sigmas[l], shifted[l], same)
             flat = K.reshape(L, -1)
             S += (1.0 if same else 2.0) * (flat @ flat.T).double()
             if kernel == "rbf":
@@ -195,17 +153,11 @@ def _sample_stats(
     return stats_from_rows(n, S, diag, R)
 
 
-def stats_from_rows(n: int, S: torch.Tensor, diag: torch.Tensor, R: torch.Tensor) -> KernelStats:
-    """KernelStats from sum(K_a o K_b) (L, L), the kernels' diagonals (L, n) and row sums (L, n)."""
-    return KernelStats(
-        n,
-        S.cpu() / n**2,
-        (diag @ diag.T).cpu() / n**2,
-        (R @ R.T).cpu() / n**2,
-        (R @ diag.T).cpu() / n**2,
-        R.sum(1).cpu() / n,
-        diag.sum(1).cpu() / n,
-    )
+def linear_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype) -> KernelStats:
+    """KernelStats of the linear kernels by the cheaper of the feature- and sample-space paths."""
+    if linear_uses_sample_space(layers[0].shape[0], [x.shape[1] for x in layers]):
+        return sample_stats(layers, mom, dt, "linear", [1.0] * len(layers))
+    return linear_feature_stats(layers, mom, dt)
 
 
 def median_sigma(x: torch.Tensor, scale: float = 1.0) -> float:
@@ -224,7 +176,7 @@ def median_sigma(x: torch.Tensor, scale: float = 1.0) -> float:
     # The expansion |x|^2 + |y|^2 - 2 x.y cancels for close pairs (relative error about
     # eps (|x|^2 + |y|^2) / d2): take those pairs' distances from the differences instead.
     close = (d2 <= 1e-4 * (sq[iu[0]] + sq[iu[1]])).nonzero().flatten()
-    for chunk in close.split(options.rows_per_chunk(xs.shape[1] * 8 * 2, max(1, close.numel()))):
+    for chunk in close.split(budget.rows_per_chunk(xs.shape[1] * 8 * 2, max(1, close.numel()))):
         i, j = iu[0][chunk], iu[1][chunk]
         d2[chunk] = (xs[i] - xs[j]).square().sum(1)
     dist = d2.sqrt_()
@@ -247,38 +199,10 @@ def rbf_bandwidths(layers: list[torch.Tensor], mom: Moments, sigma: float | None
     sigmas = [float(sigma) * c if sigma is not None else median_sigma(x, c) for x, c in zip(layers, mom.scale)]
     zero_sigma = torch.tensor([not s > 0 for s in sigmas])
     if bool(zero_sigma.any()) and sigma is None:
-        options.warn_degenerate(
+        warn_degenerate(
             f"the median pairwise distance of input(s) {zero_sigma.nonzero().flatten().tolist()} is 0 "
             "(over half the samples coincide): RBF CKA is NaN there; pass sigma explicitly"
         )
     safe = [s if s > 0 else 1.0 for s in sigmas]
     shifted = [math.exp(-float(t) / s**2) > 0.5 for t, s in zip(mom.centered, safe)]
     return safe, shifted, zero_sigma
-
-
-def _linear_uses_sample_space(n: int, dims: list[int]) -> bool:
-    """Pick the cheaper of the two linear-CKA paths by multiply-adds (both exploit symmetry)."""
-    L, D = len(dims), sum(dims)
-    feature = n * (D * D + sum(d * d for d in dims)) / 2
-    sample = n * n * (D + L * L) / 2
-    return sample < feature
-
-
-def cka_matrix(
-    layers: list[torch.Tensor], *, kernel: str, sigma: float | None, debiased: bool, precision: str
-) -> torch.Tensor:
-    """(L, L) CKA of every pair of layers, in float64 for float64 inputs and float32 otherwise."""
-    dt = options.compute_dtype(layers)
-    mom = layer_moments(layers, dt)
-    bad = mom.degenerate()
-    with options.matmul_precision(precision):
-        if kernel == "linear":
-            if _linear_uses_sample_space(layers[0].shape[0], [x.shape[1] for x in layers]):
-                st = _sample_stats(layers, mom, dt, "linear", [1.0] * len(layers))
-            else:
-                st = _linear_feature_stats(layers, mom, dt)
-        else:
-            safe, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
-            bad = bad | zero_sigma
-            st = _sample_stats(layers, mom, dt, "rbf", safe, shifted)
-    return _finish(hsic_matrix(st, debiased), bad, debiased).to(dt)

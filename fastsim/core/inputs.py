@@ -13,9 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import options
+from . import budget
 
-_FLOAT_TORCH = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,12 @@ class Origin:
     device: torch.device
 
 
-def _numpy_to_torch(name: str, x: np.ndarray) -> torch.Tensor:
+def numpy_to_torch(name: str, x: np.ndarray) -> torch.Tensor:
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a NumPy masked array; fastsim would ignore its mask. Pass the rows you mean, "
+            f"e.g. {name}[~{name}.mask.any(1)].data, or {name}.filled(value)"
+        )
     if x.dtype.kind != "f" or x.dtype.itemsize not in (2, 4, 8):
         raise TypeError(f"{name} must have a floating dtype (float16, float32 or float64); got dtype {x.dtype}")
     if not x.dtype.isnative or any(s < 0 for s in x.strides):
@@ -41,41 +46,50 @@ def _numpy_to_torch(name: str, x: np.ndarray) -> torch.Tensor:
 def as_tensor(name: str, x: Any) -> tuple[torch.Tensor, bool]:
     """Return (tensor, came_from_numpy) for a NumPy array or torch tensor; reject anything else."""
     if isinstance(x, torch.Tensor):
-        if x.dtype not in _FLOAT_TORCH:
+        if x.layout != torch.strided:
+            raise TypeError(f"{name} must be a dense tensor; got layout {x.layout} (convert with .to_dense())")
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device and holds no values")
+        if x.dtype not in FLOAT_DTYPES:
             raise TypeError(
                 f"{name} must have a floating dtype (float16, bfloat16, float32 or float64); got {x.dtype}"
             )
         return x.detach(), False
     if isinstance(x, np.ndarray):
-        return _numpy_to_torch(name, x), True
+        return numpy_to_torch(name, x), True
     raise TypeError(f"{name} must be a NumPy array or a torch tensor; got {type(x).__name__}")
 
 
-def check_matrix(name: str, x: torch.Tensor, shape_of_input: tuple[int, ...] | None = None) -> None:
-    shape = tuple(x.shape) if shape_of_input is None else shape_of_input
+def check_matrix(name: str, x: torch.Tensor) -> None:
     if x.dim() != 2:
-        raise ValueError(f"{name} must be 2-D with shape (n_samples, n_features); got shape {shape}")
+        raise ValueError(f"{name} must be 2-D with shape (n_samples, n_features); got shape {tuple(x.shape)}")
     if x.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one feature column; got shape {shape}")
+        raise ValueError(f"{name} must have at least one feature column; got shape {tuple(x.shape)}")
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise if x holds NaN or +-Inf, naming the first offending row (streamed over row chunks)."""
-    for start, end in options.row_chunks(x.shape[0], x.shape[1] * 2):
+    row = first_nonfinite_row(x)
+    if row is not None:
+        raise ValueError(f"{name} contains NaN or Inf (first in row {row}); clean the input or pass check_finite=False")
+
+
+def first_nonfinite_row(x: torch.Tensor) -> int | None:
+    """Index of the first row of a 2-D tensor holding NaN or Inf, or None."""
+    for start, end in budget.row_chunks(x.shape[0], max(x.shape[1], 1) * 2):
         bad = ~torch.isfinite(x[start:end]).all(dim=1)
         if bool(bad.any()):
-            row = start + int(bad.nonzero()[0, 0])
-            raise ValueError(
-                f"{name} contains NaN or Inf (first in row {row}); clean the input or pass check_finite=False"
-            )
+            return start + int(bad.nonzero()[0, 0])
+    return None
 
 
 def prepare(
-    named: Sequence[tuple[str, Any]], *, finite: bool, same_features: bool = False
+    named: Sequence[tuple[str, Any]], *, finite: bool, same_features: bool = False, what: str = "cosine"
 ) -> tuple[list[torch.Tensor], Origin]:
     """Validate a group of (name, array) inputs that are compared with each other.
 
-    All must be of one kind (NumPy or torch), 2-D, on one device, with the same number of rows.
+    All must be of one kind (NumPy or torch), 2-D, on one device, with the same number of rows
+    (and, with same_features, the same number of columns: `what` names the metric that needs it).
     """
     tensors: list[torch.Tensor] = []
     kinds: list[bool] = []
@@ -99,7 +113,7 @@ def prepare(
             )
         if same_features and t.shape[1] != tensors[0].shape[1]:
             raise ValueError(
-                f"{names[0]} and {name} must have the same number of features for cosine: "
+                f"{names[0]} and {name} must have the same number of features for {what}: "
                 f"{names[0]} has {tensors[0].shape[1]}, {name} has {t.shape[1]}"
             )
     if finite:
@@ -115,6 +129,8 @@ def split_layers(layers: Any) -> list[tuple[str, Any]]:
             raise ValueError(
                 f"layers must be a sequence of 2-D arrays or one 3-D array (L, n, d); got shape {tuple(layers.shape)}"
             )
+        if isinstance(layers, np.ma.MaskedArray):
+            numpy_to_torch("layers", layers)  # raises: masks are not silently dropped
         items = [layers[i] for i in range(layers.shape[0])]
     elif isinstance(layers, (list, tuple)):
         items = list(layers)

@@ -1,4 +1,4 @@
-"""Exact cosine k-nearest neighbours and mutual-kNN alignment, torch backend.
+"""Exact cosine k-nearest neighbours of one representation, and neighbour-list overlaps.
 
 Neighbours of one representation, in tiles (never the whole n x n similarity):
 
@@ -7,7 +7,7 @@ Neighbours of one representation, in tiles (never the whole n x n similarity):
    k + margin candidates per row. Only the tiles on and right of the diagonal are computed; each
    serves its rows and, down its columns, its columns' rows (half the matmul). The selection is
    either torch.topk over blocks (``use_native=False``, backend "torch") or the compiled running
-   top-k of fastsim._C (``_native_candidates``: C++/AVX-512 on the CPU, a warp-ballot CUDA kernel
+   top-k of fastsim._C (``native_candidates``: C++/AVX-512 on the CPU, a warp-ballot CUDA kernel
    on the GPU; ties to the smaller index). ``approximation_bound`` gives tol >=
    |approximate - reference| (float32: about (d + 3) 2**-24, plus the TF32/bf16 operand rounding
    at "high"/"medium"; the derivation is in its docstring).
@@ -34,79 +34,30 @@ import concurrent.futures
 import numpy as np
 import torch
 
-from .. import native, options
-from .torch_cosine import unit_rows
-from .torch_moments import pow2_exponents, times_pow2
+from .. import native
+from . import budget
+from .precision import compute_dtype, matmul_precision
+from .scaling import exact_similarities, row_scales
 
 
-def _prepare(x: torch.Tensor, dt: torch.dtype | None) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(units, scales): the unit rows in the compute dtype `dt`, and float64 (n, 2) scales: per
-    row the exponent of a power of two that brings its peak near 1, and the norm of the row times
-    it. The scaling is exact, so similarities (y_i . y_j) / (|y_i| |y_j|) of the scaled rows y are
-    what fastsim.reference computes, equal vectors give bit-identical similarities, and squares
-    cannot underflow.
-
-    For float32 the unit rows are y / |y| formed in float64 and rounded once to float32, so each
-    component is within one float32 rounding of the exact unit vector's (what
-    ``approximation_bound`` assumes); zero rows stay zero. dt None: the scales only."""
-    n, d = x.shape
-    units = None if dt is None else torch.empty(x.shape, dtype=dt, device=x.device)
-    scales = torch.empty(n, 2, dtype=torch.float64, device=x.device)
-    for s, e in options.row_chunks(n, max(d, 1) * 8 * 3):
-        c = x[s:e].double()
-        scales[s:e, 0] = -pow2_exponents(c.abs().amax(1)).double()
-        y = times_pow2(c, scales[s:e, 0])
-        norm = y.square().sum(1).sqrt()
-        scales[s:e, 1] = norm
-        if units is None:
-            continue
-        if dt == torch.float64:
-            units[s:e] = unit_rows(x[s:e], dt)[0]
-        else:
-            units[s:e] = y.div_(torch.where(norm > 0, norm, torch.ones_like(norm))[:, None])
-    return units, scales
-
-
-def _scaled(x: torch.Tensor, scales: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return times_pow2(x[idx].double(), scales[idx][..., 0])
-
-
-def _exact_sims(x: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """float64 (r, c) cosine similarities of rows[i] with cols[i, j]; a zero vector gives 0."""
-    if x.dtype == torch.float64:
-        dots = _scaled(x, scales, cols).mul_(_scaled(x, scales, rows)[:, None, :]).sum(-1)
-    else:
-        # Products of float32 (or narrower) values are exact in float64 and can neither over- nor
-        # underflow, so the power-of-two row scaling can be applied to the dot instead: the same
-        # value, without scaling the gathered rows.
-        dots = x[cols].double().mul_(x[rows].double()[:, None, :]).sum(-1)
-        power = scales[rows][:, None, 0] + scales[cols][..., 0]
-        half = torch.floor(power / 2)
-        dots = dots * torch.exp2(half) * torch.exp2(power - half)
-    den = scales[rows][:, None, 1] * scales[cols][..., 1]
-    return torch.where(den > 0, dots / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
-
-
-def _best_k(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def best_k(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, the k entries with the largest value, ties to the smaller index, in that order."""
-    idx, perm = torch.sort(idx, dim=1)
-    vals = torch.gather(vals, 1, perm)
-    vals, perm = torch.sort(vals, dim=1, descending=True, stable=True)
-    return vals[:, :k], torch.gather(idx, 1, perm[:, :k])
+    vals, idx = native.sort_best_first(vals, idx)
+    return vals[:, :k], idx[:, :k]
 
 
 def _exact_top_k(x, scales, rows, cand, k):
     """Exact top-k of each row among its candidate columns, streamed over candidate chunks."""
     r, c = cand.shape
-    step = options.rows_per_chunk(r * x.shape[1] * 8 * 3, c, minimum=min(c, k))
+    step = budget.rows_per_chunk(r * x.shape[1] * 8 * 3, c, minimum=min(c, k))
     best_v = best_i = None
     for c0 in range(0, c, step):
         ci = cand[:, c0 : c0 + step]
-        v = _exact_sims(x, scales, rows, ci)
+        v = exact_similarities(x, scales, rows, ci)
         v = v.masked_fill(ci == rows[:, None], float("-inf"))
         if best_v is not None:
             v, ci = torch.cat([best_v, v], 1), torch.cat([best_i, ci], 1)
-        best_v, best_i = _best_k(v, ci, k)
+        best_v, best_i = best_k(v, ci, k)
     return best_v, best_i
 
 
@@ -122,7 +73,7 @@ def _symmetric_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor
     blocks on and above the diagonal only: block (I, J) serves the rows of I and, transposed, the
     rows of J, so each similarity is computed once (half the matmul work)."""
     n = units.shape[0]
-    b = max(1, min(n, int((options.CHUNK_BYTES / (3 * units.element_size())) ** 0.5)))
+    b = max(1, min(n, int((budget.CHUNK_BYTES / (3 * units.element_size())) ** 0.5)))
     b = min(b, max(512, -(-n // 8)))  # a few block rows, so the whole diagonal blocks waste little
     best_v = torch.full((n, count), float("-inf"), dtype=units.dtype, device=units.device)
     best_i = torch.full((n, count), -1, dtype=torch.int64, device=units.device)
@@ -163,14 +114,14 @@ def _tile_shape(n: int, itemsize: int, device: torch.device) -> tuple[int, int]:
     two tiles in flight (one multiplied, one selected) share the chunk budget."""
     if device.type == "cuda":
         cols = min(n, 65536)
-        rows = max(256, min(4096, options.CHUNK_BYTES // (cols * itemsize)))
+        rows = max(256, min(4096, budget.CHUNK_BYTES // (cols * itemsize)))
     else:  # two tiles in flight (one multiplied, one selected)
         cols = min(n, 8192)
-        rows = max(64, min(1024, options.CHUNK_BYTES // (2 * cols * itemsize)))
+        rows = max(64, min(1024, budget.CHUNK_BYTES // (2 * cols * itemsize)))
     return min(rows, n), cols
 
 
-def _native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Approximate top-`count` (values, indices) of every row, self excluded, best first (ties to
     the smaller index), by the compiled k-selection of fastsim._C (csrc/topk_*.{cpp,cu}).
 
@@ -218,7 +169,7 @@ def _native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, t
 
 def approximation_bound(d: int, dt: torch.dtype, precision: str) -> float:
     """tol >= |approximate - reference| cosine similarity, where "approximate" is a matmul of the
-    unit rows from ``_prepare`` in `dt` and "reference" is the float64 value of
+    unit rows from ``fastsim.core.scaling.row_scales`` in `dt` and "reference" is the float64 value of
     ``fastsim.reference`` (or of the exact re-rank).
 
     float32 (u = 2**-24, u64 = 2**-53): every unit-row component is the exact unit vector's
@@ -254,11 +205,11 @@ def knn_indices(
     (C++ on the CPU, CUDA on the GPU) instead of torch.topk over the blocks; the exactness steps
     after it are the same."""
     n, d = x.shape
-    dt = options.compute_dtype([x])
+    dt = compute_dtype([x])
     margin = max(16, k) if margin is None else margin
     tol = approximation_bound(d, dt, precision)
     check = precision == "highest"
-    units, scales = _prepare(x, dt)
+    units, scales = row_scales(x, dt)
     bad = ~torch.isfinite(scales[:, 1])
     if bool(bad.any()):
         # NaN similarities never enter the compiled heaps (which would keep empty slots) and are
@@ -282,7 +233,7 @@ def knn_indices(
         rows, approx, cand = rows[~clear], approx[~clear], cand[~clear]
         again = []
         # The re-rank gathers each row's candidates in float64: bound the rows per step by that.
-        step = options.rows_per_chunk(count * (d * 8 * 3 + 32), max(rows.numel(), 1))
+        step = budget.rows_per_chunk(count * (d * 8 * 3 + 32), max(rows.numel(), 1))
         for c0 in range(0, rows.numel(), step):
             r, a, c = rows[c0 : c0 + step], approx[c0 : c0 + step], cand[c0 : c0 + step]
             vals, idx = _exact_top_k(x, scales, r, c, k)
@@ -296,17 +247,17 @@ def knn_indices(
             again.append(r[unsafe])
         return torch.cat(again) if again else rows[:0]
 
-    with options.matmul_precision(precision):
+    with matmul_precision(precision):
         count = min(n - 1, k + margin)
         if use_native:
-            approx, cand = _native_candidates(units, count)
+            approx, cand = native_candidates(units, count)
         else:
             approx, cand = _symmetric_candidates(units, count)
         pending = settle(torch.arange(n, device=x.device), approx, cand, count)
         del approx, cand
         while pending.numel():  # rare: widened searches, in row blocks of (b x n) similarities
             count = min(n - 1, count * 4)
-            step = options.rows_per_chunk(max(n * units.element_size() * 3, count * (d * 8 * 3 + 32)), pending.numel())
+            step = budget.rows_per_chunk(max(n * units.element_size() * 3, count * (d * 8 * 3 + 32)), pending.numel())
             again = [settle(rows, *_candidates(units, rows, count), count) for rows in pending.split(step)]
             pending = torch.cat(again)
     return out
@@ -318,7 +269,7 @@ def overlap_totals(lists: torch.Tensor, use_native: bool) -> torch.Tensor:
         return native.overlap_all_pairs(lists)
     L, n, k = lists.shape
     totals = torch.zeros(L, L, dtype=torch.int64, device=lists.device)
-    for s, e in options.row_chunks(n, L * k * k):
+    for s, e in budget.row_chunks(n, L * k * k):
         chunk = lists[:, s:e]
         for a in range(L):
             for b in range(a, L):
@@ -327,12 +278,3 @@ def overlap_totals(lists: torch.Tensor, use_native: bool) -> torch.Tensor:
                 if a != b:
                     totals[b, a] += shared
     return totals
-
-
-def mutual_knn_matrix(layers: list[torch.Tensor], *, k: int, precision: str, use_native: bool) -> torch.Tensor:
-    """(L, L) mutual-kNN alignment: neighbour lists once per layer, then every pair's overlap."""
-    dt = options.compute_dtype(layers)
-    n = layers[0].shape[0]
-    lists = torch.stack([knn_indices(x, k, precision=precision, use_native=use_native) for x in layers])
-    totals = overlap_totals(lists, use_native)
-    return (totals.double() / (n * k)).to(dt)
