@@ -1,6 +1,6 @@
 """Layer-similarity analysis of a speech encoder: the work behind ``fastsim analyze``.
 
-``analyze(model, audio)`` runs the model over the audio (``fastsim.models``), feeds every batch
+``analyze(model, audio)`` runs the model over the audio (``fastsim.speech.runner``), feeds every batch
 of hidden states to a ``LayerSimilarity`` accumulator, and returns an ``Analysis``: one L x L
 matrix per metric, the detected blocks (``fastsim.blocks``), and what was skipped.
 ``Analysis.save(out)`` writes the matrices (npz, csv, json) and one heatmap per metric.
@@ -20,14 +20,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE
 from .blocks import find_blocks
-from .metrics import REGISTRY
 from .layer_similarity import LayerSimilarity, collective_device
-from .models import Failure, hidden_state_batches, layer_labels, load_clips, no_usable_audio
-
-#: metric name -> what its heatmap's colour bar says
-METRIC_TITLES = {name: metric.title for name, metric in REGISTRY.items()}
+from .metrics import title as metric_title
+from .speech.audio import SAMPLE_RATE
+from .speech.models import layer_labels
+from .speech.runner import Failure, hidden_state_batches, load_clips, no_usable_audio
 
 
 @dataclass
@@ -60,7 +58,7 @@ class Analysis:
         for metric, m in self.matrices.items():
             L = m.shape[0]
             adjacent = np.array([m[i, i + 1] for i in range(L - 1)])
-            lines.append(f"\n{METRIC_TITLES.get(metric, metric)} ({metric}):")
+            lines.append(f"\n{metric_title(metric)} ({metric}):")
             lines.append("       " + "".join(f"{lab:>6}" for lab in self.labels))
             for i in range(L):
                 lines.append(f"{self.labels[i]:>6} " + "".join(f"{v:6.2f}" for v in m[i]))
@@ -105,10 +103,10 @@ class Analysis:
 
             for metric, m in self.matrices.items():
                 rep = self.settings.get("representation", "frames")
-                title = (f"{self.model_name}\n{METRIC_TITLES.get(metric, metric)}: {self.frames} frames of "
+                title = (f"{self.model_name}\n{metric_title(metric)}: {self.frames} frames of "
                          f"{self.clips} clips" + ("" if rep == "frames" else f", {rep} per clip"))
                 written.append(save_heatmap(m, self.labels, os.path.join(out, f"heatmap_{metric}.png"), title=title,
-                                            colorbar_label=METRIC_TITLES.get(metric, metric), blocks=self.blocks[metric]))
+                                            colorbar_label=metric_title(metric), blocks=self.blocks[metric]))
         return written
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fastsim import cli, models, synth
+from fastsim import cli
 from fastsim.analysis import analyze
-from fastsim.audio import SAMPLE_RATE
+from fastsim.speech import models, synth
+from fastsim.speech.audio import SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")

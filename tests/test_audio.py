@@ -1,4 +1,4 @@
-"""fastsim.audio: band-limited resampling and clip loading, with the errors a long run reports."""
+"""fastsim.speech.audio: band-limited resampling and clip loading, with the errors a long run reports."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastsim.audio import SAMPLE_RATE, AudioError, load_audio, resample
+from fastsim.speech.audio import SAMPLE_RATE, AudioError, load_audio, resample
 soundfile = pytest.importorskip("soundfile")  # optional: not on every machine (none on the GPU box)
 
 

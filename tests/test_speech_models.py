@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from fastsim import models, reference
+from fastsim import reference
 from fastsim.analysis import analyze
-from fastsim.audio import SAMPLE_RATE
+from fastsim.speech import models, runner
+from fastsim.speech.audio import SAMPLE_RATE
 transformers = pytest.importorskip("transformers")  # optional: not on every machine (none on the GPU box)
 
 VARIANTS = [(f, "base") for f in models.FAMILIES] + [(f, "large") for f in ("wav2vec2", "hubert", "wavlm")]
@@ -43,7 +44,7 @@ def direct_hidden_states(model, waves):
     out = []
     with torch.no_grad():
         for w in waves:
-            x = torch.from_numpy(models.normalize(w))[None]
+            x = torch.from_numpy(runner.normalize(w))[None]
             o = model(x, output_hidden_states=True)
             out.append([h[0].double().numpy() for h in (*o.hidden_states[:-1], o.last_hidden_state)])
     return out
@@ -52,9 +53,9 @@ def direct_hidden_states(model, waves):
 @pytest.mark.parametrize("variant", ["base", "large"])
 def test_the_last_row_is_the_stack_output(variant):
     model = tiny("wav2vec2", variant)
-    (batch,) = models.hidden_state_batches(model, clips(1))
+    (batch,) = runner.hidden_state_batches(model, clips(1))
     with torch.no_grad():
-        out = model(torch.from_numpy(models.normalize(clips(1)[0][1]))[None])
+        out = model(torch.from_numpy(runner.normalize(clips(1)[0][1]))[None])
     torch.testing.assert_close(batch.hidden_states[-1], out.last_hidden_state)
     if variant == "large":  # after the final layer norm: every frame normalized (up to its affine part)
         ln = model.encoder.layer_norm
@@ -92,10 +93,10 @@ def test_a_clip_alone_equals_the_same_clip_in_a_batch(family, variant):
     data = clips(5, seed=1)
     alone = {}
     for i in range(len(data)):
-        (batch,) = models.hidden_state_batches(model, [data[i]], batch_size=1)
+        (batch,) = runner.hidden_state_batches(model, [data[i]], batch_size=1)
         alone[data[i][0]] = batch
     padded = 0
-    for batch in models.hidden_state_batches(model, data, batch_size=5):
+    for batch in runner.hidden_state_batches(model, data, batch_size=5):
         padded += int((~batch.mask).any())
         for b, name in enumerate(batch.names):
             ref = alone[name]
@@ -111,8 +112,8 @@ def test_padding_policy_matches_the_architecture():
     assert not models.padding_safe(tiny("wav2vec2", "base"))  # group norm over time sees padding
     assert not models.padding_safe(tiny("data2vec-audio", "base"))  # stacked positional convs
     assert models.padding_safe(tiny("wavlm", "large"))
-    assert models.plan_batches([5, 3, 5, 3, 4], 4, equal_length=True) == [[1, 3], [4], [0, 2]]
-    assert models.plan_batches([5, 3, 5, 3, 4], 4, equal_length=False) == [[1, 3, 4, 0], [2]]
+    assert runner.plan_batches([5, 3, 5, 3, 4], 4, equal_length=True) == [[1, 3], [4], [0, 2]]
+    assert runner.plan_batches([5, 3, 5, 3, 4], 4, equal_length=False) == [[1, 3, 4, 0], [2]]
 
 
 def test_analysis_does_not_depend_on_batch_size():

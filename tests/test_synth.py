@@ -1,12 +1,12 @@
-"""fastsim.synth: espeak-ng corpora (sentences, keywords, speakers), generated once and cached."""
+"""fastsim.speech.synth: espeak-ng corpora (sentences, keywords, speakers), generated once and cached."""
 
 import os
 
 import numpy as np
 import pytest
 
-from fastsim import synth
-from fastsim.audio import SAMPLE_RATE, load_audio
+from fastsim.speech import synth
+from fastsim.speech.audio import SAMPLE_RATE, load_audio
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Audio in: files (wav, flac, ogg through soundfile) or arrays, as mono float32 at 16 kHz.
 
 ``load_audio`` reads one clip; ``resample`` changes its rate with a band-limited (Kaiser-windowed
-sinc) polyphase filter. Problems are raised as ``AudioError`` with the file's name in the
+sinc) polyphase filter; ``audio_files`` finds the audio files in a directory. Problems are raised as ``AudioError`` with the file's name in the
 message, so a long run can report and skip one bad file.
 """
 
@@ -20,6 +20,14 @@ SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 #: Sample rates outside this range are rejected as a likely mistake (e.g. kHz given as Hz).
 MIN_RATE, MAX_RATE = 1_000, 384_000
+
+
+def audio_files(folder: str | os.PathLike) -> list[str]:
+    """The audio files (by ``AUDIO_SUFFIXES``) under a directory, recursively, as sorted paths."""
+    return sorted(
+        os.path.join(root, f) for root, _, files in os.walk(os.fspath(folder)) for f in files
+        if f.lower().endswith(AUDIO_SUFFIXES)
+    )
 
 
 class AudioError(ValueError):

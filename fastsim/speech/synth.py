@@ -11,7 +11,7 @@ generated once.
 * ``speaker_task()`` — sentences by ``SPEAKERS`` voices, labelled by voice.
 
 Each returns a list of ``Clip(path, label)``; the wav files are at espeak-ng's 22.05 kHz, so the
-normal loading path (``fastsim.audio.load_audio``) resamples them to 16 kHz.
+normal loading path (``fastsim.speech.audio.load_audio``) resamples them to 16 kHz.
 """
 
 from __future__ import annotations

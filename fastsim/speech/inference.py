@@ -1,0 +1,96 @@
+"""A model at inference: eval mode for a while, torch's CPU threads for a while, its parameter
+count, and the time a call takes.
+
+* ``eval_mode(*modules)`` — the modules in eval mode inside the block, each put back in the mode
+  it had on exit (also when the body raises).
+* ``torch_threads(n)`` — torch's CPU thread count set to ``n`` inside the block, then restored.
+* ``count_parameters(module)`` — parameters the module holds now (shared ones once).
+* ``Stopwatch(device)`` — wall time of a block of work; on CUDA it synchronizes before and after,
+  so queued kernels are counted where they belong.
+* ``time_call(fn, device, warmup, repeats)`` — median seconds per call after warm-up passes
+  (CUDA events on CUDA, the stopwatch elsewhere), under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """The modules in eval mode inside the block; each gets its own training mode back on exit."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, training in zip(modules, was):
+            m.train(training)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``threads`` (None: left as it is) inside the block, then restored."""
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Parameters the module holds now (shared ones once): inside ``fastsim.prune.skip_layers``
+    the pruned count."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """``with Stopwatch(device) as sw: ...`` then ``sw.seconds``: the wall time of the block, CUDA
+    synchronized before and after on a CUDA device."""
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.seconds = float("nan")
+
+    def __enter__(self) -> "Stopwatch":
+        _synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _synchronize(self.device)
+        self.seconds = time.perf_counter() - self._start
+
+
+def time_call(fn: Callable[[], object], device: torch.device, *, warmup: int, repeats: int) -> float:
+    """Median seconds per call after warm-up (CUDA events on CUDA, wall clock elsewhere)."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1000)
+            else:
+                with Stopwatch(device) as sw:
+                    fn()
+                times.append(sw.seconds)
+    return float(np.median(times))
