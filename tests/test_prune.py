@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from fastsim import synth
-from fastsim.models import padding_safe, random_model
+from fastsim.speech import synth
+from fastsim.speech.inference import count_parameters
+from fastsim.speech.models import padding_safe, random_model
 from fastsim.prune import STRATEGIES, kept_layers, plan, remove_layers, skip_layers, sweep
-from fastsim.prune.hooks import find_layer_stack, parameter_count, storage_pointers
+from fastsim.prune.surgery import find_layer_stack, storage_pointers
 from fastsim.prune.plans import removal_order
-from fastsim.prune.probes import pooled_features, probe_accuracy, stratified_split, task_clips
+from fastsim.speech.probes import pooled_features, probe_accuracy
+from fastsim.speech.tasks import stratified_split, task_clips
 transformers = pytest.importorskip("transformers")  # optional: not on every machine (none on the GPU box)
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
@@ -149,12 +151,12 @@ def test_exit_restores_bit_identical_outputs_and_nothing_is_copied(family):
     before = run(model, inputs)
     pointers = storage_pointers(model)
     modules_before = list(model.modules())
-    n_params = parameter_count(model)
-    layer_params = parameter_count(model.encoder.layers[1])
+    n_params = count_parameters(model)
+    layer_params = count_parameters(model.encoder.layers[1])
     with skip_layers(model, [1, 2]):
         inside = {v for v in storage_pointers(model).values()}
         assert inside <= set(pointers.values())  # every tensor the pruned model uses is an original one
-        assert parameter_count(model) == n_params - 2 * layer_params
+        assert count_parameters(model) == n_params - 2 * layer_params
         run(model, inputs)
     after = run(model, inputs)
     assert storage_pointers(model) == pointers
@@ -344,8 +346,8 @@ def test_task_clips_from_label_folders(tmp_path, small_keywords):
 
 
 def test_pooled_features_are_the_mean_of_valid_frames(small_keywords):
-    from fastsim.models import normalize
-    from fastsim.prune.probes import LoadedClips, load_labelled
+    from fastsim.speech.runner import normalize
+    from fastsim.speech.tasks import LoadedClips, load_labelled
 
     loaded = load_labelled(small_keywords[:3])
     waves = [(n, w[: w.size - cut]) for (n, w), cut in zip(loaded.waves, (0, 4000, 9000))]  # unequal lengths
@@ -363,7 +365,7 @@ def test_sweep_end_to_end_on_a_tiny_model(tmp_path, small_keywords):
     result = sweep(model, ["block", "adjacent", "block_influence", "last", "first", "random", [3, 0]],
                    [0, 1, 2, 3], small_keywords, progress=False, probe_seeds=2)
     assert result.num_layers == 4 and result.clips == 24 and result.labels == 4
-    layer = parameter_count(model.encoder.layers[0])
+    layer = count_parameters(model.encoder.layers[0])
     for p in result.points:
         if p.removed is None:
             assert p.strategy == "block" or (p.strategy == "list:3/0" and p.n_removed == 3)

@@ -1,15 +1,17 @@
 """Pruning without post-training: take transformer layers out of a model and measure what is left.
 
 * ``skip_layers(model, layers)`` — a context manager: the model runs without those layers, no
-  weight copied or moved, restored exactly on exit (``hooks``).
-* ``remove_layers(model, layers)`` — the same for good, config updated (``hooks``).
+  weight copied or moved, restored exactly on exit (``surgery``).
+* ``remove_layers(model, layers)`` — the same for good, config updated (``surgery``).
 * ``plan(similarity, n_remove, strategy)`` — which layers to remove (``plans``; ``STRATEGIES``).
 * ``sweep(model, strategies, levels, probe_task)`` — linear-probe accuracy, parameters and
-  inference time against layers removed (``sweep``, ``probes``).
-* ``fastsim prune`` — the command (``command``).
+  inference time against layers removed (``sweep``; the tasks and probes are
+  ``fastsim.speech.tasks`` and ``fastsim.speech.probes``), a ``SweepResult`` with ``summary()``
+  and ``save(dir)``.
+* ``fastsim prune`` — the command (``fastsim.cli.prune``).
 """
 
-from .hooks import kept_layers, remove_layers, skip_layers
+from .surgery import kept_layers, remove_layers, skip_layers
 from .plans import STRATEGIES, plan
 from .sweep import SweepResult, sweep
 

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..blocks import find_blocks
-from .hooks import check_layers
+from .surgery import check_layers
 
 STRATEGIES = ("block", "adjacent", "block_influence", "last", "first", "alternate", "random")
 #: strategies that read the similarity matrix

@@ -2,13 +2,13 @@
 
 For each strategy and each number of removed layers, the model runs with those layers skipped
 (``skip_layers``: nothing is copied, nothing is retrained), a linear probe is fitted on the
-mean-pooled last kept layer (``probes``) and scored on held-out clips. Reported per point:
+mean-pooled last kept layer (``fastsim.speech.probes``) and scored on held-out clips. Reported per point:
 
 * probe accuracy (the mean over ``probe_seeds`` stratified splits) and accuracy relative to the
   unpruned model's;
 * parameters the pruned model holds;
 * inference time per second of audio: the wall time of the forward passes over all the task's
-  clips (batches as ``fastsim.models.hidden_state_batches`` forms them, only the last hidden
+  clips (batches as ``fastsim.speech.runner.hidden_state_batches`` forms them, only the last hidden
   state asked for), divided by the seconds of audio.
 
 The similarity matrices that "block", "adjacent" and "block_influence" read are computed once on
@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .hooks import find_layer_stack, kept_layers, parameter_count, skip_layers
+from ..analysis import analyze
+from ..speech.audio import SAMPLE_RATE
+from ..speech.inference import Stopwatch, count_parameters
+from ..speech.probes import pooled_features, probe_accuracy
+from ..speech.tasks import LoadedClips, load_labelled, task_clips
 from .plans import DEFAULT_METRIC, NEEDS_SIMILARITY, STRATEGIES, removal_order
-from .probes import LoadedClips, load_labelled, pooled_features, probe_accuracy, task_clips
+from .surgery import find_layer_stack, kept_layers, skip_layers
 
 DEFAULT_STRATEGIES = ("block", "adjacent", "block_influence", "last", "first", "random")
 
@@ -159,23 +162,10 @@ class SweepResult:
         return os.fspath(path)
 
 
-def _timed_features(model, loaded: LoadedClips, batch_size: int) -> tuple[np.ndarray, np.ndarray, float]:
-    dev = next(model.parameters()).device
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    t0 = time.perf_counter()
-    X, y = pooled_features(model, loaded, batch_size=batch_size)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return X, y, (time.perf_counter() - t0) / loaded.seconds
-
-
 def similarity_for_plans(model, loaded: LoadedClips, metrics: Sequence[str], *, batch_size: int = 8,
                          progress: bool = False) -> dict[str, np.ndarray]:
     """The unpruned model's (L+1) x (L+1) similarity matrices (stack input first) over the clips."""
-    from ..analysis import analyze
-
-    res = analyze(model, [w for _, w in loaded.waves], metrics=tuple(metrics), sample_rate=16_000,
+    res = analyze(model, [w for _, w in loaded.waves], metrics=tuple(metrics), sample_rate=SAMPLE_RATE,
                   batch_size=batch_size, progress=progress, include_input=True)
     return res.matrices
 
@@ -252,13 +242,15 @@ def sweep(
         pooled_features(model, LoadedClips(loaded.waves[:batch_size], loaded.labels[:batch_size], []),
                         batch_size=batch_size)
     results: dict[tuple[int, ...], dict[str, Any]] = {}
+    dev = next(model.parameters()).device
     try:
         for removed in plans:
             with skip_layers(model, list(removed)) as kept:
-                X, y, per_second = _timed_features(model, loaded, batch_size)
-                params = parameter_count(model)
+                with Stopwatch(dev) as sw:
+                    X, y = pooled_features(model, loaded, batch_size=batch_size)
+                params = count_parameters(model)
             accs = [probe_accuracy(X, y, seed=seed + k, test_fraction=test_fraction) for k in range(probe_seeds)]
-            results[removed] = dict(kept=kept, accuracies=accs, parameters=params, seconds=per_second)
+            results[removed] = dict(kept=kept, accuracies=accs, parameters=params, seconds=sw.seconds / loaded.seconds)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -277,7 +269,6 @@ def sweep(
             acc = float(np.mean(r["accuracies"]))
             points.append(SweepPoint(name, n, list(removed), r["kept"], acc, r["accuracies"],
                                      acc / base_acc if base_acc > 0 else float("nan"), r["parameters"], r["seconds"]))
-    dev = next(model.parameters()).device
     device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} thread(s)"
     settings = {"strategies": names, "levels": levels, "probe_seeds": probe_seeds, "test_fraction": test_fraction,
                 "seed": seed, "threshold": threshold, "batch_size": batch_size, "device": device,

@@ -1,4 +1,4 @@
-"""Taking transformer layers out of a model: for the length of a ``with`` block, or for good.
+"""Layer surgery: taking transformer layers out of a model, for the length of a ``with`` block or for good.
 
 ``skip_layers(model, layers)`` swaps the model's layer ``nn.ModuleList`` for a new list that holds
 the kept layer *objects* (no weight is copied or moved; the model stays on its device) and puts
@@ -23,7 +23,7 @@ Model quirks handled:
   layer, because only the list changes;
 * ``config.num_hidden_layers`` is set to the kept count (restored on exit by ``skip_layers``), so
   ``output_hidden_states`` returns the stack input plus one state per kept layer, and code that
-  checks that count (``fastsim.models.hidden_state_batches``) works inside the block;
+  checks that count (``fastsim.speech.runner.hidden_state_batches``) works inside the block;
 * ``layer_idx`` attributes (cache slots in BERT-style attention) are renumbered to the new
   positions;
 * layerdrop is the model's own: off in eval mode; in training mode it drops among the kept layers
@@ -250,11 +250,6 @@ def remove_layers(model: nn.Module, layers: Sequence[int]) -> nn.Module:
     return model
 
 
-def parameter_count(model: nn.Module) -> int:
-    """Parameters the model holds now (shared ones once): inside ``skip_layers`` the pruned count."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def storage_pointers(model: nn.Module) -> dict[str, int]:
     """name -> data pointer of every parameter and buffer (to check that nothing was copied)."""
     out = {f"param:{n}": p.data_ptr() for n, p in model.named_parameters(remove_duplicate=False)}
@@ -262,5 +257,5 @@ def storage_pointers(model: nn.Module) -> dict[str, int]:
     return out
 
 
-__all__ = ["skip_layers", "remove_layers", "kept_layers", "find_layer_stack", "check_layers", "parameter_count",
-           "LayerStack", "LayerStackError", "storage_pointers"]
+__all__ = ["skip_layers", "remove_layers", "kept_layers", "find_layer_stack", "check_layers", "LayerStack",
+           "LayerStackError", "storage_pointers"]
