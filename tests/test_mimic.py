@@ -10,7 +10,8 @@ import torch
 from fastsim.mimic import MimicConfig, MimickingNetwork, distill, parameter_report, replace_stack
 from fastsim.mimic import fused as fused_mod
 from fastsim.mimic.replace import stack_input
-from fastsim.models import hidden_state_batches, random_model
+from fastsim.speech.models import random_model
+from fastsim.speech.runner import hidden_state_batches
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VARIANTS = [("wav2vec2", {}), ("wav2vec2", "stable"), ("hubert", {}), ("hubert", "stable"),
@@ -249,16 +250,14 @@ def test_checkpoints_round_trip_and_resume_exactly(tmp_path, cache):
 def test_a_checkpoint_interrupted_while_saving_resumes_exactly(tmp_path, monkeypatch, where):
     """A run killed in the middle of writing a checkpoint: the files left must belong together, so
     the resumed run continues as the uninterrupted one would have (from step 2 or from step 4)."""
-    import importlib
-
-    dmod = importlib.import_module("fastsim.mimic.distill")  # (fastsim.mimic.distill is also the function)
+    from fastsim.mimic import checkpoint as dmod  # where a distillation's checkpoints are written
 
     model = _model("wav2vec2", "stable")
     clips = _noise_clips(6)
     kw = dict(sample_rate=16000, batch_size=4, crop_seconds=0.75, progress=False, checkpoint_every=2)
     full = distill(model, clips, steps=6, checkpoint_dir=tmp_path / "a", **kw)
 
-    write_json, replace = dmod._write_json, os.replace
+    write_json, replace = dmod.write_json, os.replace
 
     class Killed(Exception):
         pass
@@ -280,7 +279,7 @@ def test_a_checkpoint_interrupted_while_saving_resumes_exactly(tmp_path, monkeyp
 
     with monkeypatch.context() as m:
         if where == "before the commit":
-            m.setattr(dmod, "_write_json", dying_write_json)
+            m.setattr(dmod, "write_json", dying_write_json)
         else:
             m.setattr(dmod.os, "replace", dying_replace)
         with pytest.raises(Killed):
@@ -370,11 +369,13 @@ def test_fused_kernel_fits_the_shared_memory_of_real_gpus():
 
     import triton
 
+    from fastsim.kernels.mimic_block import MAX_WIDTH  # (the widest block the automatic dispatch takes)
+
     if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")) \
             and shutil.which("ptxas") is None:
         pytest.skip("no ptxas to compile for a GPU")
-    cases = [(86, "float32", 64), (86, "float32", 128), (86, "float32", fused_mod.MAX_AUTO_WIDTH),
-             (86, "float64", 64), (80, "float64", 128), (90, "float64", fused_mod.MAX_AUTO_WIDTH)]
+    cases = [(86, "float32", 64), (86, "float32", 128), (86, "float32", MAX_WIDTH),
+             (86, "float64", 64), (80, "float64", 128), (90, "float64", MAX_WIDTH)]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", _COMPILE_FOR_GPUS, json.dumps(cases)], env=env,
                          capture_output=True, text=True, timeout=600)
@@ -390,4 +391,3 @@ def test_fused_kernel_refuses_blocks_wider_than_its_limit():
     net = MimickingNetwork(dim=8, widths=(MAX_WIDTH + 1,)).eval()
     with torch.no_grad(), pytest.raises(ValueError, match="width"):
         net(torch.randn(1, 3, 8), fused=True)
-    assert fused_mod.MAX_AUTO_WIDTH <= MAX_WIDTH

@@ -2,8 +2,8 @@
 
 Stack-input frames (the frozen CNN front end and feature projection of the model) ->
 MimickingNetwork (fresh, the mimic's config) -> mean over the clip's frames -> linear classifier,
-trained with cross-entropy (AdamW) on the probe's training split (the same stratified split as
-``fastsim.prune.probes.probe_accuracy``) and scored on its test split.
+trained with cross-entropy (AdamW) on the probe's training split (the same split as
+``fastsim.speech.probes.probe_accuracy``: ``fastsim.speech.tasks.probe_split``) and scored on its test split.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..prune.probes import LoadedClips, stratified_split
-from ..models import normalize
+from ..speech.inference import eval_mode
+from ..speech.runner import normalize, pad
+from ..speech.tasks import LoadedClips, probe_split
 from .network import MimicConfig, MimickingNetwork
 from .replace import stack_input
 
@@ -21,20 +22,16 @@ from .replace import stack_input
 def stack_inputs(model: torch.nn.Module, loaded: LoadedClips, *, progress: bool = False) -> list[torch.Tensor]:
     """Each clip's stack input (T_i, D), one clip per pass (no padding, so exact for every family)."""
     p = next(model.parameters())
-    was = model.training
-    model.eval()
     out = []
     it = loaded.waves
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="baseline features", unit="clip")
-    try:
+    with eval_mode(model):
         for _, w in it:
             h, _, _ = stack_input(model, torch.from_numpy(normalize(w))[None].to(p.device, p.dtype))
             out.append(h[0].float())
-    finally:
-        model.train(was)
     return out
 
 
@@ -42,12 +39,8 @@ def label_baseline(model: torch.nn.Module, loaded: LoadedClips, config: MimicCon
                    test_fraction: float = 0.3, steps: int = 300, lr: float = 1e-3, batch_size: int = 16,
                    frames: list[torch.Tensor] | None = None, progress: bool = False) -> float:
     """Test accuracy of the network trained on the labels (see the module docs)."""
-    labels = loaded.labels.astype(str)
-    classes = sorted(set(labels.tolist()))
-    y = torch.tensor([classes.index(v) for v in labels])
-    train, test = stratified_split(labels, seed=seed, test_fraction=test_fraction)
-    if test.size == 0:
-        raise ValueError("no clip left for the test set: every label has a single clip")
+    split = probe_split(loaded.labels, seed=seed, test_fraction=test_fraction)
+    classes, y, train, test = split.classes, torch.from_numpy(split.y), split.train, split.test
     if frames is None:
         frames = stack_inputs(model, loaded, progress=progress)
     dev = frames[0].device
@@ -59,12 +52,7 @@ def label_baseline(model: torch.nn.Module, loaded: LoadedClips, config: MimicCon
     rng = np.random.default_rng(seed)
 
     def logits(idx):
-        T = max(frames[i].shape[0] for i in idx)
-        x = torch.zeros(len(idx), T, config.dim, device=dev)
-        mask = torch.zeros(len(idx), T, dtype=torch.bool, device=dev)
-        for b, i in enumerate(idx):
-            x[b, : frames[i].shape[0]] = frames[i]
-            mask[b, : frames[i].shape[0]] = True
+        x, mask = pad([frames[i] for i in idx])
         h = net(x, mask, fused=False)
         m = mask[..., None].float()
         return head((h * m).sum(1) / m.sum(1))

@@ -2,8 +2,8 @@
 
 Automatic (``fused=None``): the kernel runs when the network is in eval mode, no gradient is
 needed (torch.no_grad / inference_mode, or nothing requires grad), the input is on a CUDA device,
-Triton is usable, and every block's width is at most MAX_AUTO_WIDTH (the kernel's own limit,
-fastsim.kernels.mimic_block.MAX_WIDTH: the hidden tile lives in registers and shared memory; wider
+Triton is usable, and every block's width is at most the kernel's limit,
+fastsim.kernels.mimic_block.MAX_WIDTH (the hidden tile lives in registers and shared memory; wider
 networks use the module). ``fused=True`` runs the kernel whatever the device (on the CPU under
 TRITON_INTERPRET=1, for tests); it refuses when a gradient is needed, since the kernel has no
 backward, and raises ValueError for a block wider than MAX_WIDTH. The training path is always the plain module.
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from ..backends.triton_cosine import usable
+from ..core.triton_support import usable
 
-MAX_AUTO_WIDTH = 256
 #: the precision of the dot operands of the fused kernel (see fastsim.kernels.precision)
 PRECISION = "highest"
 
@@ -30,11 +29,11 @@ def _needs_grad(net: torch.nn.Module, x: torch.Tensor) -> bool:
 
 
 def should_fuse(net: torch.nn.Module, x: torch.Tensor) -> bool:
-    if net.training or x.device.type != "cuda" or _needs_grad(net, x):
+    if net.training or x.device.type != "cuda" or _needs_grad(net, x) or not usable(x.device)[0]:
         return False
-    if any(b.fc1.out_features > MAX_AUTO_WIDTH for b in net.blocks):
-        return False
-    return usable(x.device)[0]
+    from ..kernels.mimic_block import MAX_WIDTH  # (imports triton: only once it is known to be usable)
+
+    return all(b.fc1.out_features <= MAX_WIDTH for b in net.blocks)
 
 
 def block_forward(block: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -42,7 +41,7 @@ def block_forward(block: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor | 
     ok, why = usable(x.device)
     if not ok:
         raise RuntimeError(f"fused mimic forward: {why}")
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters())):
+    if _needs_grad(block, x):
         raise RuntimeError("fused mimic forward has no backward: call it under torch.no_grad() or use fused=False")
     from ..kernels.mimic_block import mimic_block
 

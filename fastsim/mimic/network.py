@@ -24,6 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..speech.files import write_json
+from ..speech.inference import count_parameters
+
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 
 
@@ -185,7 +188,7 @@ class MimickingNetwork(nn.Module):
 
     # ---- sizes ---------------------------------------------------------------------------------
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return count_parameters(self)
 
     # ---- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> str:
@@ -197,7 +200,7 @@ class MimickingNetwork(nn.Module):
         save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, tmp)
         os.replace(tmp, path)
         meta = {"config": self.config.to_json(), **(extra or {})}
-        _write_json(_json_path(path), meta)
+        write_json(_json_path(path), meta)
         return path
 
     @classmethod
@@ -218,17 +221,6 @@ class MimickingNetwork(nn.Module):
 def _json_path(path: str) -> str:
     root, ext = os.path.splitext(path)
     return (root if ext == ".safetensors" else path) + ".json"
-
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 @dataclass

@@ -4,7 +4,7 @@ The returned model runs CNN -> feature projection -> mimic (-> the original's ad
 returns what the original returns: the same output class, ``last_hidden_state`` of the same
 shape, ``extract_features`` where the original has it, and ``hidden_states`` when asked
 (``output_hidden_states=True``): the stack input, then every mimic block's output; its config
-says ``num_hidden_layers`` = the number of blocks, so ``fastsim.models.hidden_state_batches``,
+says ``num_hidden_layers`` = the number of blocks, so ``fastsim.speech.runner.hidden_state_batches``,
 ``fastsim analyze`` and the probes run on it unchanged. Attention masks give the same frame
 lengths as the original's (padding frames are zeroed at the stack input, as the encoders do).
 """
@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import check_model
+from ..speech.inference import eval_mode
+from ..speech.models import check_model
 from .network import MimickingNetwork
 
 
@@ -98,10 +99,8 @@ def replace_stack(model: nn.Module, mimic: MimickingNetwork) -> MimickedModel:
     mimic.to(p.device, p.dtype)
     # The original's output class and fields, from one forward pass on 25 ms of silence.
     was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         probe = model(torch.zeros(1, 400, device=p.device, dtype=p.dtype), output_hidden_states=True, return_dict=True)
-    model.train(was_training)
     fields = set(getattr(type(probe), "__dataclass_fields__", {})) or set(probe.keys())
     out = MimickedModel(model, mimic, type(probe), fields)
     return out.train(was_training)

@@ -11,14 +11,12 @@ Two comparisons: the whole model (CNN front end + stack, what a user pays) and t
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
-from typing import Callable
 
-import numpy as np
 import torch
 
-from ..audio import SAMPLE_RATE
+from ..speech.audio import SAMPLE_RATE
+from ..speech.inference import eval_mode, time_call
 from .replace import stack_input
 
 
@@ -61,27 +59,6 @@ class TimeReport:
         return d
 
 
-def time_call(fn: Callable[[], object], device: torch.device, *, warmup: int, repeats: int) -> float:
-    """Median seconds per call after warm-up (CUDA events on CUDA, wall clock elsewhere)."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeats):
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end) / 1000)
-            else:
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
 def compare(teacher: torch.nn.Module, mimicked: torch.nn.Module, *, batch: int, clip_seconds: float,
             warmup: int, repeats: int, seed: int = 0) -> TimeReport:
     if batch < 1 or clip_seconds < 0.025 or repeats < 1 or warmup < 0:
@@ -93,19 +70,13 @@ def compare(teacher: torch.nn.Module, mimicked: torch.nn.Module, *, batch: int, 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, n, generator=g)
     x = ((x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)).to(dev, p.dtype)
-    was = teacher.training, mimicked.training
-    teacher.eval()
-    mimicked.eval()
-    try:
+    with eval_mode(teacher, mimicked):
         with torch.inference_mode():
             h, _, _ = stack_input(teacher, x)
         full = time_call(lambda: teacher(x), dev, warmup=warmup, repeats=repeats)
         mim = time_call(lambda: mimicked(x), dev, warmup=warmup, repeats=repeats)
         stack = time_call(lambda: teacher.encoder(h), dev, warmup=warmup, repeats=repeats)
         mimic = time_call(lambda: mimicked.mimic(h), dev, warmup=warmup, repeats=repeats)
-    finally:
-        teacher.train(was[0])
-        mimicked.train(was[1])
     method = ("CUDA events" if dev.type == "cuda" else "wall clock") + f", median of {repeats} after {warmup} warm-up passes"
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     return TimeReport(name, method, batch, n / SAMPLE_RATE, full, mim, stack, mimic)
