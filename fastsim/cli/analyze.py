@@ -1,0 +1,100 @@
+"""``fastsim analyze``: layer-similarity matrices, heatmaps and blocks of a speech encoder (``fastsim.analysis``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from typing import Iterator
+
+import torch
+
+from .. import metrics
+from ..analysis import analyze
+from .common import (add_audio_argument, add_model_argument, add_run_arguments, comma_list, expand_audio, fail,
+                     offline_note, offline_sentences, resolve_model)
+
+DEFAULT_MODEL = "random:wav2vec2-base"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "analyze",
+        help="layer-by-layer similarity of a speech encoder: matrices, heatmaps, blocks",
+        description="Run a speech encoder over audio and write its layer-similarity matrices (npz, csv, json), "
+        "one heatmap per metric and the detected blocks. With no MODEL and AUDIO: a wav2vec2-base architecture "
+        "with RANDOM weights on speech synthesized with espeak-ng (offline). Under torchrun the clips are "
+        "shared across ranks and the results all-reduced.",
+    )
+    add_model_argument(p, DEFAULT_MODEL)
+    add_audio_argument(p)
+    p.add_argument("--metrics", default="cosine,cka,mutual_knn",
+                   help=f"comma list of {', '.join(metrics.names())} (default: %(default)s)")
+    p.add_argument("--representation", default="frames", choices=("frames", "mean", "flatten"))
+    p.add_argument("--protocol", default="exact", choices=("exact", "per_batch"),
+                   help="exact: stream over all samples; per_batch: the seed paper's average over batches")
+    p.add_argument("--per-batch-size", type=int, default=128, help="samples per batch for --protocol per_batch")
+    p.add_argument("--frames", type=int, default=49, help="frames per utterance for --representation flatten (49 = 1 s)")
+    p.add_argument("--k", type=int, default=10, help="neighbours for mutual_knn")
+    p.add_argument("--debiased", action="store_true", help="debiased HSIC for CKA")
+    p.add_argument("--no-input", action="store_true", help="leave out the stack input (embedding) row")
+    p.add_argument("--max-samples", type=int, default=10_000, help="reservoir size for mutual_knn and rbf_cka")
+    p.add_argument("--precision", default="highest", choices=("highest", "high", "medium"))
+    p.add_argument("--threshold", type=float, default=None, help="block threshold (default: Otsu)")
+    add_run_arguments(p, out="fastsim-analysis", strict=True, clips=True)
+    return p
+
+
+@contextlib.contextmanager
+def _process_group() -> Iterator[tuple[bool, int]]:
+    """Under torchrun (WORLD_SIZE > 1): a process group for the command (nccl on CUDA, else gloo).
+    Yields (distributed, rank)."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        import torch.distributed as dist
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    try:
+        yield distributed, int(os.environ.get("RANK", "0"))
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def run(args: argparse.Namespace) -> int:
+    chosen = comma_list(args.metrics)
+    unknown = [m for m in chosen if m not in metrics.names()]
+    if unknown or not chosen:
+        raise fail(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                   f"choose from {', '.join(metrics.names())}")
+    with _process_group() as (distributed, rank):
+        if args.audio:
+            audio = expand_audio(args.audio)
+        else:
+            audio = offline_sentences(args.clips, args.seed)
+            if rank == 0:
+                print(f"audio: {offline_note(len(audio))}")
+        model, name = resolve_model(args.model, args.device, args.seed)
+        if rank == 0:
+            print(f"running {model.config.num_hidden_layers} layers x {model.config.hidden_size} "
+                  f"on {next(model.parameters()).device}")
+        try:
+            result = analyze(
+                model, audio, metrics=chosen, model_name=name, batch_size=args.batch_size, strict=args.strict,
+                progress=not args.no_progress, distributed=distributed, block_threshold=args.threshold,
+                k=args.k, debiased=args.debiased, representation=args.representation, frames=args.frames,
+                include_input=not args.no_input, protocol=args.protocol, max_samples=args.max_samples,
+                per_batch_size=args.per_batch_size, seed=args.seed, precision=args.precision,
+            )
+        except ValueError as e:  # (ModelError and AudioError are ValueErrors)
+            raise fail(str(e)) from None
+        if rank == 0:
+            written = result.save(args.out)
+            print(result.summary())
+            print(f"\nwrote {len(written)} files to {args.out}: {', '.join(os.path.basename(w) for w in written)}")
+    return 0

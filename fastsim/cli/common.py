@@ -1,0 +1,126 @@
+"""What the subcommands share: their common arguments (defined here once) and the helpers that turn
+arguments into a model, audio files and a thread count, each failing with ``fastsim: error: ...``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from typing import Any, Iterator
+
+import torch
+
+from ..speech import models, synth
+from ..speech.audio import AUDIO_SUFFIXES, audio_files
+from ..speech.inference import torch_threads
+
+MODEL_HELP = ("local directory, hub name, or random:FAMILY-SIZE (an architecture with RANDOM weights; SIZE tiny, "
+              "small, base, large; small = the base layout at width 256)")
+OFFLINE_AUDIO_HELP = "synthesized English sentences"
+
+
+def fail(message: str) -> SystemExit:
+    """The exit of a command that cannot go on: ``raise fail("...")`` prints ``fastsim: error: ...``."""
+    return SystemExit(f"fastsim: error: {message}")
+
+
+def add_model_argument(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("model", nargs="?", default=default, help=f"{MODEL_HELP} (default: %(default)s)")
+
+
+def add_audio_argument(p: argparse.ArgumentParser, what: str = "audio") -> None:
+    p.add_argument("audio", nargs="*", help=f"{what} files or directories (default: {OFFLINE_AUDIO_HELP})")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, out: str, batch_help: str = "clips per forward pass",
+                      threads: bool = False, strict: bool = False, clips: bool = False) -> None:
+    """--out, --batch-size, --device, --seed, --no-progress; with ``threads`` --threads, with
+    ``strict`` --strict, with ``clips`` --clips (the size of the offline default corpus)."""
+    p.add_argument("--out", default=out, help="output directory (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help=batch_help)
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    if threads:
+        p.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: torch's choice; on a machine busy with other work, fewer "
+                       "threads than cores can be several times faster)")
+    p.add_argument("--seed", type=int, default=0)
+    if strict:
+        p.add_argument("--strict", action="store_true", help="stop at the first bad audio file instead of skipping it")
+    if clips:
+        p.add_argument("--clips", type=int, default=24, help="synthesized sentences for the offline default")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def comma_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def int_list(text: str, flag: str) -> tuple[int, ...]:
+    """A comma list of integers, or exit naming the flag."""
+    try:
+        out = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise fail(f"{flag}: expected a comma list of integers; got {text!r}") from None
+    if not out:
+        raise fail(f"{flag}: empty")
+    return out
+
+
+def expand_audio(paths: list[str]) -> list[str]:
+    """Files as given (bad ones are reported later); directories: their audio files, recursively, sorted."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = audio_files(p)
+            if not found:
+                raise fail(f"audio directory {p!r} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def offline_sentences(n: int, seed: int) -> list[str]:
+    """The offline default audio: n English sentences synthesized with espeak-ng (their paths)."""
+    try:
+        return [c.path for c in synth.sentences(n, seed=seed)]
+    except synth.SynthesisError as e:
+        raise fail(f"no AUDIO given and the offline default cannot make speech: {e}") from None
+
+
+def offline_note(n: int) -> str:
+    return f"{n} English sentences synthesized with espeak-ng (cached in {synth.cache_dir()})"
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``--threads`` (None: leave torch's choice) for the length of
+    a command, then restored."""
+    if threads is not None and threads < 1:
+        raise fail(f"--threads must be >= 1; got {threads}")
+    with torch_threads(threads):
+        yield
+
+
+def resolve_model(spec: str, device: str | None, seed: int = 0) -> tuple[Any, str]:
+    """(model, display name) for a model argument: a local directory, a hub name, or
+    random:FAMILY-SIZE (an architecture with random weights, e.g. random:wav2vec2-base)."""
+    if spec.startswith("random:"):
+        family, _, size = spec[len("random:") :].rpartition("-")
+        if family not in models.FAMILIES or size not in models.SIZES:
+            raise fail(
+                f"model {spec!r}: random models are random:FAMILY-SIZE with FAMILY in "
+                f"{', '.join(models.FAMILIES)} and SIZE in {', '.join(models.SIZES)}"
+            )
+        model = models.random_model(family, size, seed=seed)
+        cfg = model.config
+        name = f"{family}-{size} architecture ({cfg.num_hidden_layers} x {cfg.hidden_size}), RANDOM weights (seed {seed})"
+    else:
+        try:
+            model = models.load_model(spec, device=device)
+        except models.ModelError as e:
+            raise fail(str(e)) from None
+        return model, spec
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(dev), name
