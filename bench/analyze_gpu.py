@@ -1,10 +1,12 @@
-"""Speech-model analysis throughput: fastsim.analysis.analyze against the model's forward alone.
+"""Speech-model analysis throughput: fastsim.analyze against the model's forward alone.
 
 The analysis cost on top of running the model is what fastsim adds; the forward pass is the
-floor. Prints seconds of audio per second for: forward only (output_hidden_states, nothing
-kept), and analyze with cosine + linear CKA (exact, all frames) and mutual_knn (10 000-frame sample).
-Audio is synthetic (harmonic tones with noise; no espeak-ng on the GPU machine), all clips of
-one length so that base (group-norm) models batch them too.
+floor. Rows, in seconds of audio per second: forward only (all hidden states, nothing kept), then
+analyze with cosine + linear CKA (exact, all frames) + mutual_knn (10 000-frame sample), then, while
+time is left, each metric alone (which one costs what). Audio is synthetic (harmonic tones with
+noise; no espeak-ng on the GPU machine), all clips of one length so that base (group-norm)
+models batch them too. Every row is time-boxed and checks the step's deadline
+(FASTSIM_BENCH_DEADLINE, see bench/benchlib.py).
 
     python bench/analyze_gpu.py                 # on CUDA: base and large, 64 clips x 10 s
     python bench/analyze_gpu.py --device cpu --small
@@ -13,19 +15,19 @@ one length so that base (group-norm) models batch them too.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 import torch
 
-from fastsim import models
-from fastsim.analysis import analyze
-from fastsim.audio import SAMPLE_RATE
+import benchlib
+from benchlib import RowTimeout, Table, describe, free, section, skip_row, sync, time_limit
 
 
-def clips(n: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
+def clips(n: int, seconds: float, sample_rate: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
     out = []
     for _ in range(n):
         f0 = rng.uniform(90, 250)
@@ -34,44 +36,92 @@ def clips(n: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--small", action="store_true", help="tiny models and 4 short clips (a CPU check of the script)")
+    p.add_argument("--row-limit", type=float, default=40.0, help="seconds one row may take")
     args = p.parse_args()
     device = torch.device(args.device)
+    import fastsim
+
+    # internal names (they move while fastsim is restructured; first that exists wins)
+    random_model = benchlib.fastsim_attr(["fastsim.speech.models:random_model", "fastsim.models:random_model"])
+    load_clips = benchlib.fastsim_attr(["fastsim.speech.runner:load_clips", "fastsim.speech.models:load_clips", "fastsim.models:load_clips"])
+    hidden_state_batches = benchlib.fastsim_attr(["fastsim.speech.runner:hidden_state_batches",
+                                                  "fastsim.speech.models:hidden_state_batches", "fastsim.models:hidden_state_batches"])
+    SAMPLE_RATE = benchlib.fastsim_attr(["fastsim.speech.audio:SAMPLE_RATE", "fastsim.audio:SAMPLE_RATE"])
     sizes = ["tiny"] if args.small else ["base", "large"]
     n, seconds, batch = (4, 2.0, 2) if args.small else (64, 10.0, 16)
-    audio = clips(n, seconds)
+    audio = clips(n, seconds, SAMPLE_RATE)
     total = n * seconds
-    print(f"analysis throughput, {n} clips x {seconds:.0f} s, batch {batch}, on {device}"
-          f" ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'})")
-    print("| model | forward only (s audio / s) | analyze cosine+cka+mutual_knn (s audio / s) | overhead |")
-    print("|---|---|---|---|")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    table = Table(f"analysis throughput: {n} clips x {seconds:g} s, batch {batch}, {name} (seconds of audio per second; "
+                  f"overhead: analysis time over forward time - 1)",
+                  [("model", "model", ""), ("what", "what", ""), ("seconds", "seconds", "s"), ("rate", "s audio / s", ""),
+                   ("overhead", "overhead", ""), ("status", "note", "")])
+    built: dict[str, tuple[torch.nn.Module, float]] = {}
+
+    def timed(fn) -> float:
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - start
+
+    def row(size: str, what: str, fn, need: float) -> float | None:
+        label = f"wav2vec2-{size} (random)"
+        reason = skip_row(need)
+        if reason:
+            table.row(model=label, what=what, status=reason)
+            return None
+        try:
+            with time_limit(args.row_limit):
+                t = timed(fn)
+        except (Exception, RowTimeout) as exc:
+            free(device)
+            table.row(model=label, what=what, status=f"{'timeout' if isinstance(exc, RowTimeout) else 'error'}: {describe(exc)}")
+            return None
+        fwd = built[size][1] if size in built else None
+        table.row(model=label, what=what, seconds=t, rate=f"{total / t:.0f}",
+                  overhead=f"{t / fwd - 1:+.0%}" if fwd and what != "forward only" else None)
+        return t
+
+    def analysis(model, metrics):
+        return lambda: fastsim.analyze(model, audio, sample_rate=SAMPLE_RATE, batch_size=batch, metrics=metrics)
+
     for size in sizes:
-        model = models.random_model("wav2vec2", size).to(device)
-        loaded, _ = models.load_clips(audio, sample_rate=SAMPLE_RATE)
-        for _ in models.hidden_state_batches(model, loaded[:batch], batch_size=batch):  # warm-up
-            pass
-        sync(device)
-        start = time.perf_counter()
-        for _ in models.hidden_state_batches(model, loaded, batch_size=batch):
-            pass
-        sync(device)
-        forward = time.perf_counter() - start
-        analyze(model, audio[:batch], sample_rate=SAMPLE_RATE, batch_size=batch)  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        analyze(model, audio, sample_rate=SAMPLE_RATE, batch_size=batch, metrics=("cosine", "cka", "mutual_knn"))
-        sync(device)
-        full = time.perf_counter() - start
-        print(f"| wav2vec2-{size} (random) | {total / forward:.0f} | {total / full:.0f} | {full / forward - 1:+.0%} |")
+        with section(f"wav2vec2-{size}", device, need=10) as ok:
+            if not ok:
+                continue
+            model = random_model("wav2vec2", size).to(device)
+            loaded, _ = load_clips(audio, sample_rate=SAMPLE_RATE)
+
+            def forward():
+                for _ in hidden_state_batches(model, loaded, batch_size=batch):
+                    pass
+
+            for _ in hidden_state_batches(model, loaded[:batch], batch_size=batch):  # warm-up
+                pass
+            t = row(size, "forward only", forward, need=5)
+            if t is None:
+                continue
+            built[size] = (model, t)
+            with time_limit(args.row_limit):
+                try:  # warm-up (compiles, allocates) on one batch
+                    fastsim.analyze(model, audio[:batch], sample_rate=SAMPLE_RATE, batch_size=batch)
+                except (Exception, RowTimeout) as exc:
+                    table.row(model=f"wav2vec2-{size} (random)", what="analyze warm-up", status=f"failed: {describe(exc)}")
+            row(size, "analyze cosine+cka+mutual_knn", analysis(model, ("cosine", "cka", "mutual_knn")), need=10)
+    for size in reversed(sizes):  # which metric costs what, largest model first, while time is left
+        if size not in built:
+            continue
+        with section(f"wav2vec2-{size} per metric", device, need=10) as ok:
+            if ok:
+                for metric in ("cka", "mutual_knn", "cosine"):
+                    row(size, f"analyze {metric} only", analysis(built[size][0], (metric,)), need=8)
+    return benchlib.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

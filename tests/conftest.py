@@ -1,6 +1,9 @@
-"""Test setup: Triton's CPU interpreter when there is no GPU, hypothesis profiles, the gpu marker."""
+"""Test setup: Triton's CPU interpreter when there is no GPU, hypothesis profiles, the gpu marker,
+and an opt-in time limit per test (FASTSIM_TEST_TIMEOUT; pytest-timeout is not on every machine)."""
 
+import faulthandler
 import os
+import signal
 
 import torch
 
@@ -38,3 +41,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# FASTSIM_TEST_TIMEOUT=SECONDS (opt-in; bench/device.sh sets it): a test whose body runs longer
+# fails with TestTimeout, and the run goes on with the next test. SIGALRM interrupts Python code
+# between bytecodes and a C call (a CUDA sync, a kernel) when it returns; if one never returns,
+# faulthandler prints every thread's stack 30 s later so the hang is visible in the log.
+_TEST_TIMEOUT = float(os.environ.get("FASTSIM_TEST_TIMEOUT") or 0)
+
+
+class TestTimeout(BaseException):
+    """A BaseException, so neither hypothesis (it would shrink on) nor `except Exception` in a test swallows it."""
+
+    __test__ = False  # not a test class, despite its name
+
+
+if _TEST_TIMEOUT > 0 and hasattr(signal, "SIGALRM"):
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(item):
+        def expire(signum, frame):
+            raise TestTimeout(f"{item.nodeid} ran longer than FASTSIM_TEST_TIMEOUT={_TEST_TIMEOUT:g} s")
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, _TEST_TIMEOUT, 5.0)  # and every 5 s after, should one be swallowed
+        faulthandler.dump_traceback_later(_TEST_TIMEOUT + 30, exit=False)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            faulthandler.cancel_dump_traceback_later()
+            signal.signal(signal.SIGALRM, previous)
