@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from . import cka, cknna, cosine, mutual_knn, rbf_cka
+from . import cca_mean, cca_r2, linear_regression, procrustes, pwcca, svcca
 from .spec import Metric
 
 REGISTRY: dict[str, Metric] = {
@@ -14,6 +15,12 @@ REGISTRY: dict[str, Metric] = {
         rbf_cka.METRIC,
         mutual_knn.METRIC,
         cknna.METRIC,
+        procrustes.METRIC,
+        cca_r2.METRIC,
+        cca_mean.METRIC,
+        svcca.METRIC,
+        pwcca.METRIC,
+        linear_regression.METRIC,
     )
 }
 
