@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from . import cka, cknna, cosine, mutual_knn, rbf_cka
-from . import cca_mean, cca_r2, linear_regression, procrustes, pwcca, svcca
+from . import cca_mean, cca_r2, linear_regression, procrustes, pwcca, rsa_cosine, rsa_linear, svcca
 from .spec import Metric
 
 REGISTRY: dict[str, Metric] = {
@@ -21,6 +21,8 @@ REGISTRY: dict[str, Metric] = {
         svcca.METRIC,
         pwcca.METRIC,
         linear_regression.METRIC,
+        rsa_linear.METRIC,
+        rsa_cosine.METRIC,
     )
 }
 
