@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from . import cka, cknna, cosine, mutual_knn, rbf_cka
 from . import cca_mean, cca_r2, cycle_knn, jaccard_knn, linear_regression, procrustes, pwcca, rank_knn
-from . import rsa_cosine, rsa_linear, second_order_cosine, svcca
+from . import rsa_cosine, rsa_linear, rsa_spearman, second_order_cosine, svcca
 from .spec import Metric
 
 REGISTRY: dict[str, Metric] = {
@@ -24,6 +24,7 @@ REGISTRY: dict[str, Metric] = {
         linear_regression.METRIC,
         rsa_linear.METRIC,
         rsa_cosine.METRIC,
+        rsa_spearman.METRIC,
         jaccard_knn.METRIC,
         rank_knn.METRIC,
         second_order_cosine.METRIC,
