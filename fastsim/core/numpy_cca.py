@@ -88,3 +88,11 @@ def unit_columns(h: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(h, axis=0)
     live = norm**2 > RANK_RTOL * (norm.max() ** 2 if norm.size else 0.0)
     return np.where(live, h / np.where(live, norm, 1.0), 0.0)
+
+
+def zero_variance(x: Any) -> bool:
+    """The zero-variance rule of the streaming states (``fastsim.core.spectral.degenerate_layers``):
+    the sum of squared deviations is lost in rounding relative to the sum of squares."""
+    raw, _ = pow2_scaled(as64(x))
+    y = raw - raw.mean(0)
+    return not float(np.sum(y * y)) > (32 * np.finfo(np.float64).eps) ** 2 * float(np.sum(raw * raw))

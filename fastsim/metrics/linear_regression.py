@@ -23,7 +23,7 @@ Computation from the float64 covariance blocks alone (streams exactly, merges): 
 one eigendecomposition, then one product V^T D^-1/2 C[a, :] against all targets at once.
 
 Degenerate input: a target with zero variance (the rule of linear CKA) has no R^2: NaN in its
-column (and row), with a DegenerateWarning. A constant predictor explains nothing: R^2 = 0.
+column, with a DegenerateWarning. A constant predictor explains nothing: R^2 = 0 in its row.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ import torch
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
 from ..core.numpy_cca import basis, check_span, standardized
 from ..core.numpy_reference import as64, pow2_scaled
-from ..core.spectral import RIDGE_HELP, block, check_ridge, degenerate_layers, layer_whitenings, nan_layers
+from ..core.errors import warn_degenerate
+from ..core.spectral import RIDGE_HELP, block, check_ridge, degenerate_layers, layer_whitenings
 from .spec import Metric, Option
 
 NAME = "linear_regression"
@@ -87,7 +88,10 @@ def finish(state, dtype: torch.dtype, *, ridge: float) -> torch.Tensor:
             G = left @ block(state.C, a, b)[w.keep].to(left.device)  # (r, q)
             value = float((G.square().sum(1) * weight).sum()) / float(totals[b])
             out[a, b] = min(1.0, max(0.0, value))
-    return nan_layers(out, bad, NAME, "zero variance")
+    if bad:  # a constant target has no R^2; a constant predictor explains nothing (0, defined)
+        out[:, bad] = float("nan")
+        warn_degenerate(f"{NAME} is undefined (NaN) for target layer(s) {bad}: zero variance")
+    return out
 
 
 class _Finish:

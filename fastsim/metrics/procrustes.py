@@ -32,6 +32,7 @@ import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
 from ..core.errors import warn_degenerate
+from ..core.numpy_cca import zero_variance
 from ..core.numpy_reference import centered_scaled
 from ..core.spectral import block, degenerate_layers, svdvals
 from .spec import Metric
@@ -46,9 +47,9 @@ def _normalized(x: Any) -> np.ndarray:
 def reference_distance(a: Any, b: Any) -> float:
     """float64 NumPy min over orthogonal Q of |X^ - Y^ Q|_F (module docs), with the rotation
     from the SVD of Y^T X^ (Schoenemann 1966); NaN for a zero-variance input."""
-    x, y = _normalized(a), _normalized(b)
-    if not (np.any(x) and np.any(y)):
+    if zero_variance(a) or zero_variance(b):
         return float("nan")
+    x, y = _normalized(a), _normalized(b)
     width = max(x.shape[1], y.shape[1])
     x = np.pad(x, ((0, 0), (0, width - x.shape[1])))
     y = np.pad(y, ((0, 0), (0, width - y.shape[1])))

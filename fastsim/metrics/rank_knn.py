@@ -12,7 +12,10 @@ and 0 for a sample with no shared neighbour. In [0, 1]; symmetric.
 
 Ranks need the exact order inside each list: each layer's lists are computed once, exactly
 (``fastsim.core.knn``) and ordered by their float64 similarities (``fastsim.core.knn_lists``);
-then every pair's shared positions are compared row by row. Streaming: on a bounded uniform
+then every pair's shared positions are compared row by row. Bit-identical vectors tie exactly
+(and go to the smaller index); similarities equal only in exact arithmetic (parallel but
+different vectors, e.g. small-integer data) order by the last bits of their float64 values, as in
+any floating-point implementation. Streaming: on a bounded uniform
 sample of the samples ("sampled", like mutual_knn).
 """
 

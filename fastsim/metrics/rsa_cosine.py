@@ -10,12 +10,15 @@ for the centered linear kernel see ``rsa_linear``). In [-1, 1]; invariant to rot
 any positive scaling of individual samples.
 
 Computation: every chunk's rows are scaled to unit length (exact power-of-two prescaling,
-``fastsim.core.scaling.unit_rows``) and their co-moments accumulated (``fastsim.core.comoments``);
-about the origin (``CoMoments.shifted``) they give, with z the unit rows and N = n (n - 1) / 2,
-sum_{i<j} K_ij = (|sum_i z_i|^2 - sum_i |z_i|^2) / 2 and
-sum_{i<j} K_ij L_ij = (|sum_i z_ai z_bi^T|_F^2 - sum_i |z_ai|^2 |z_bi|^2) / 2; then the correlation
-of N values from their sums (``rsa_linear.correlations``). Streams exactly and merges; float64
-blocks at precision "highest".
+``fastsim.core.scaling.unit_rows``) and their co-moments about the mean accumulated
+(``fastsim.core.comoments``). Pearson's correlation ignores the constant |mu|^2 in
+K_ij = |mu|^2 + mu.w_i + mu.w_j + w_i.w_j (w_i = z_i - mu, z the unit rows), and the sums of the rest
+over the pairs i != j are moments about the mean (no cancellation against |mu|^2, which nearly
+parallel samples would cause): with s_i = mu_a.w_i, sum_{i!=j} f_ij = -T_a and
+sum_{i!=j} f_ij g_ij = (2n - 4) mu_a^T C[a, b] mu_b + |C[a, b]|_F^2 - 2 mu_a.V[b, a] - 2 mu_b.V[a, b]
+- P[a, b] (T, V, P the second, third and fourth moments of the state). Then the correlation of
+N = n (n - 1) / 2 values from their sums (``rsa_linear.correlations``). Streams exactly and
+merges; float64 blocks at precision "highest".
 
 Degenerate input: where an RSM has no variance above its diagonal (e.g. every sample of a layer
 points the same way) the correlation is undefined: NaN in that layer's row and column, with a
@@ -29,9 +32,12 @@ from typing import Any
 import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
-from ..core.numpy_reference import cosine_similarities
+import numpy as np
+
+from ..core.numpy_cca import zero_variance
+from ..core.numpy_reference import as64, cosine_similarities, scaled_rows
 from ..core.scaling import unit_rows
-from ..core.spectral import block
+from ..core.spectral import block, degenerate_layers
 from .rsa_linear import correlations, upper_correlation
 from .spec import Metric
 
@@ -39,7 +45,12 @@ NAME = "rsa_cosine"
 
 
 def reference(a: Any, b: Any) -> float:
-    """float64 NumPy Pearson correlation of the upper triangles of the n x n cosine similarities."""
+    """float64 NumPy Pearson correlation of the upper triangles of the n x n cosine similarities;
+    NaN where a layer's unit rows have no variance (all samples point one way)."""
+    for x in (a, b):
+        y, norm = scaled_rows(as64(x))
+        if zero_variance(y / np.where(norm > 0, norm, 1.0)[:, None]):
+            return float("nan")
     return upper_correlation(cosine_similarities(a), cosine_similarities(b))
 
 
@@ -49,15 +60,18 @@ def unit(rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def finish(state, dtype: torch.dtype) -> torch.Tensor:
     L, n = len(state.mean), state.n
-    raw = state.shifted([torch.zeros_like(mu) for mu in state.mean])  # moments about the origin
-    frob = torch.empty(L, L, dtype=torch.float64)
+    mu = [m.double() for m in state.mean]
+    total = -state.T.double().cpu() / 2
+    cross = torch.empty(L, L, dtype=torch.float64)
     for a in range(L):
         for b in range(a, L):
-            frob[a, b] = frob[b, a] = block(raw.C, a, b).square().sum().cpu()
-    sums = torch.stack([(n * mu.double()).square().sum().cpu() for mu in state.mean])  # |sum_i z_i|^2
-    total = (sums - raw.T.double().cpu()) / 2
-    cross = (frob - raw.P.double().cpu()) / 2
-    return correlations(n, total, cross, torch.zeros(L, dtype=torch.bool), NAME)
+            Cab = block(state.C, a, b)
+            m = mu[a] @ Cab @ mu[b]
+            third = mu[a] @ state.V[b][a].double() + mu[b] @ state.V[a][b].double()
+            value = (2 * n - 4) * m + Cab.square().sum() - 2 * third - state.P[a, b].double()
+            cross[a, b] = cross[b, a] = float(value) / 2
+    offset = torch.stack([m.square().sum().cpu() for m in mu])  # |mu|^2: K_ij - f_ij
+    return correlations(n, total, cross, degenerate_layers(state, state.C[(0, 0)].dtype), NAME, offset)
 
 
 def accumulator(*, precision: str = "highest") -> CoMomentAccumulator:

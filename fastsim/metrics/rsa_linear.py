@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
+from ..core.numpy_cca import zero_variance
 from ..core.numpy_reference import centered_scaled
 from ..core.spectral import block, degenerate_layers, nan_layers
 from .spec import Metric
@@ -53,19 +54,25 @@ def upper_correlation(K: np.ndarray, Lm: np.ndarray) -> float:
 
 def reference(a: Any, b: Any) -> float:
     """float64 NumPy Pearson correlation of the upper triangles of the centered linear kernels."""
+    if zero_variance(a) or zero_variance(b):
+        return float("nan")
     (ya, _), (yb, _) = centered_scaled(a), centered_scaled(b)
     return upper_correlation(ya @ ya.T, yb @ yb.T)
 
 
-def correlations(n: int, total: torch.Tensor, cross: torch.Tensor, bad: torch.Tensor, what: str) -> torch.Tensor:
+def correlations(n: int, total: torch.Tensor, cross: torch.Tensor, bad: torch.Tensor, what: str,
+                 offset: torch.Tensor | None = None) -> torch.Tensor:
     """(L, L) Pearson correlations over the N = n (n - 1) / 2 upper-triangle entries from their
-    sums: total[a] = sum K_a, cross[a, b] = sum K_a K_b (float64 CPU); NaN rows and columns for
-    `bad` layers and where an RSM has no variance (relative to its second moment)."""
+    sums: total[a] = sum f_a, cross[a, b] = sum f_a f_b of the entries less a constant offset[a]
+    (float64 CPU; Pearson ignores it); NaN rows and columns for `bad` layers and where an RSM has
+    no variance (relative to the mean square of its entries)."""
     N = n * (n - 1) / 2
     cov = N * cross - torch.outer(total, total)
     var = torch.diagonal(cov).clone()
     eps = torch.finfo(torch.float64).eps
-    flat = var <= (32 * eps) ** 2 * N * torch.diagonal(cross).abs()
+    off = torch.zeros_like(total) if offset is None else offset
+    mean_square = (torch.diagonal(cross) + 2 * off * total + N * off.square()) / N
+    flat = var <= (32 * eps) ** 2 * N * N * mean_square.abs()
     bad = bad | flat
     s = torch.sqrt(var.clamp_min(0))
     out = (cov / torch.outer(s, s)).clamp(-1.0, 1.0)

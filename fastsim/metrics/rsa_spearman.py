@@ -7,7 +7,8 @@ RDM holds, for samples i < j, the correlation distance 1 - r(x_i, x_j) (r: Pears
 of the two vectors across features; ``inner="cosine"``: 1 - cos(x_i, x_j); ``inner="euclidean"``:
 |x_i - x_j|), and two RDMs are compared by Spearman's rank correlation of their entries (average
 ranks for ties). A vector with no variance (or a zero vector, for cosine) has similarity 0 with
-everything; two bit-identical vectors have similarity exactly 1 (distance 0), not 1 up to the
+everything (with d <= 2 features every correlation of two samples is +-1 or 0: use d >= 3); two
+bit-identical vectors have similarity exactly 1 (distance 0), not 1 up to the
 rounding of their norms, so that duplicated samples tie exactly in every implementation.
 
 Sampling, stated: Spearman's correlation needs the ranks of all n (n - 1) / 2 entries, and one

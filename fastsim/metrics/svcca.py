@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
-from ..core.numpy_cca import centered
+from ..core.numpy_cca import centered, zero_variance
 from ..core.spectral import RANK_RTOL, block, constant_features, eigh_desc, nan_layers, svdvals
 from .spec import Metric, Option
 
@@ -65,6 +65,8 @@ def _check_span(k: int, n: int, layer: str) -> None:
 def reference(a: Any, b: Any, keep: float = 0.99) -> float:
     """float64 NumPy SVCCA from the SVDs of the centered data (module docs); NaN for a
     zero-variance input."""
+    if zero_variance(a) or zero_variance(b):
+        return float("nan")
     bases = []
     for x in (a, b):
         y = centered(x)
