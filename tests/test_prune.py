@@ -13,7 +13,8 @@ import torch
 
 from fastsim.speech import synth
 from fastsim.speech.inference import count_parameters
-from fastsim.speech.models import padding_safe, random_model
+from fastsim.speech import whisper
+from fastsim.speech.models import load_model, padding_safe, random_model
 from fastsim.prune import STRATEGIES, kept_layers, plan, remove_layers, skip_layers, sweep
 from fastsim.prune.surgery import find_layer_stack, storage_pointers
 from fastsim.prune.plans import removal_order
@@ -28,6 +29,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(family, stable=False, seed=0):
+    if family == "whisper":  # a 4-layer x 32 encoder with Whisper's framing (30 s windows, 1500 positions)
+        return whisper.random_whisper("tiny", seed=seed, d_model=32, encoder_layers=4, encoder_attention_heads=2,
+                                      encoder_ffn_dim=64, decoder_layers=1, decoder_attention_heads=2,
+                                      decoder_ffn_dim=64)
     kw = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True) if stable else {}
     return random_model(family, "tiny", seed=seed, **kw)
 
@@ -66,6 +71,9 @@ def physically_smaller(model, removed):
 
 
 def speech_input(model, seed=0):
+    if whisper.is_whisper(model):  # log-mel features of two clips, each in its own 30 s window
+        rng = np.random.default_rng(seed)
+        return dict(input_features=whisper.log_mel([(0.1 * rng.normal(size=n)).astype(np.float32) for n in (6400, 4800)]))
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 6400, generator=g)
     if padding_safe(model):  # padding-safe: exercise the attention-mask path too
@@ -82,7 +90,8 @@ def run(model, inputs):
 
 
 CASES = [(f, False, r) for f in FAMILIES for r in ([0], [1, 3])] + \
-        [("wav2vec2", True, [0]), ("hubert", True, [1, 3]), ("wavlm", True, [0]), ("wavlm", False, [0, 1, 2])]
+        [("wav2vec2", True, [0]), ("hubert", True, [1, 3]), ("wavlm", True, [0]), ("wavlm", False, [0, 1, 2]),
+         ("whisper", False, [0]), ("whisper", False, [1, 3])]
 
 
 @pytest.mark.parametrize("family,stable,removed", CASES)
@@ -123,7 +132,8 @@ def test_bert_skip_and_remove_equal_a_physically_smaller_encoder(tmp_path):
 
 
 @pytest.mark.parametrize("family,stable,removed", [("wavlm", False, [0]), ("wavlm", True, [0, 3]), ("wav2vec2", False, [1, 2]),
-                                                   ("hubert", True, [2]), ("data2vec-audio", False, [0, 3])])
+                                                   ("hubert", True, [2]), ("data2vec-audio", False, [0, 3]),
+                                                   ("whisper", False, [0, 2])])
 def test_remove_layers_agrees_with_skip_and_round_trips(tmp_path, family, stable, removed):
     model = tiny(family, stable)
     inputs = speech_input(model)
@@ -134,8 +144,10 @@ def test_remove_layers_agrees_with_skip_and_round_trips(tmp_path, family, stable
     assert pruned.config.num_hidden_layers == len(kept) and kept_layers(pruned) == kept
     torch.testing.assert_close(run(pruned, inputs).last_hidden_state, hooked.last_hidden_state, rtol=1e-5, atol=1e-6)
     pruned.save_pretrained(tmp_path)
-    back = transformers.AutoModel.from_pretrained(tmp_path).eval()
+    back = load_model(tmp_path, device="cpu")  # (a saved WhisperEncoder is not an AutoModel class)
     assert type(back) is type(model) and back.config.num_hidden_layers == len(kept) and kept_layers(back) == kept
+    if family == "whisper":
+        assert back.config.encoder_layers == len(kept) and len(back.layers) == len(kept)
     again = run(back, inputs)
     torch.testing.assert_close(again.last_hidden_state, hooked.last_hidden_state, rtol=1e-5, atol=1e-6)
     assert len(again.hidden_states) == len(kept) + 1
@@ -144,7 +156,7 @@ def test_remove_layers_agrees_with_skip_and_round_trips(tmp_path, family, stable
     assert kept_layers(back) == kept[1:]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + ("whisper",))
 def test_exit_restores_bit_identical_outputs_and_nothing_is_copied(family):
     model = tiny(family)
     inputs = speech_input(model)
@@ -152,7 +164,7 @@ def test_exit_restores_bit_identical_outputs_and_nothing_is_copied(family):
     pointers = storage_pointers(model)
     modules_before = list(model.modules())
     n_params = count_parameters(model)
-    layer_params = count_parameters(model.encoder.layers[1])
+    layer_params = count_parameters(find_layer_stack(model).layers[1])
     with skip_layers(model, [1, 2]):
         inside = {v for v in storage_pointers(model).values()}
         assert inside <= set(pointers.values())  # every tensor the pruned model uses is an original one
@@ -439,3 +451,21 @@ def test_skip_layers_on_gpu_adds_no_memory_and_equals_a_smaller_model(family):
     with torch.no_grad():
         again = model(x).last_hidden_state
     assert torch.equal(again, full)
+
+
+def test_a_whole_whisper_model_prunes_its_encoder_not_its_decoder(tmp_path):
+    cfg = whisper.whisper_config("tiny", d_model=32, encoder_layers=4, encoder_attention_heads=2, encoder_ffn_dim=64,
+                                 decoder_layers=4, decoder_attention_heads=2, decoder_ffn_dim=64)
+    torch.manual_seed(0)
+    full = transformers.WhisperForConditionalGeneration(cfg).eval()  # 4 decoder layers too: the same count
+    assert find_layer_stack(full).path == "model.encoder.layers"
+    inputs = speech_input(tiny("whisper"))
+    encoder = full.get_encoder()
+    with skip_layers(full, [1, 2]):
+        hooked = run(encoder, inputs)
+    remove_layers(full, [1, 2])
+    assert (full.config.encoder_layers, full.config.decoder_layers, len(full.model.decoder.layers)) == (2, 4, 4)
+    full.save_pretrained(tmp_path)
+    back = load_model(tmp_path, device="cpu")  # its encoder
+    assert len(back.layers) == 2 and kept_layers(back) == [0, 3]
+    torch.testing.assert_close(run(back, inputs).last_hidden_state, hooked.last_hidden_state, rtol=1e-5, atol=1e-6)

@@ -14,7 +14,9 @@ says which layers of the original model the current ones are: it is kept in
 Model quirks handled:
 
 * the layer stack is found as the one ``nn.ModuleList`` of ``config.num_hidden_layers`` blocks
-  (``encoder.layers`` in the speech encoders, ``encoder.layer`` in BERT-style text encoders);
+  (``encoder.layers`` in the speech encoders, ``encoder.layer`` in BERT-style text encoders), never
+  in a decoder: in a whole Whisper model (``WhisperForConditionalGeneration``) it is the encoder's,
+  and ``config.num_hidden_layers`` is an alias of ``encoder_layers``, so that is what is updated;
 * WavLM computes its relative position bias in layer 0 only (``rel_attn_embed``) and hands it on
   to the later layers. When layer 0 goes, its bias embedding (the same module, not a copy) is
   attached to the first kept layer, which then computes the bias, as the first layer of a
@@ -48,7 +50,7 @@ from torch import nn
 FIRST_LAYER_ONLY = ("rel_attn_embed",)
 #: attribute names under which transformers keeps a model's block list, most likely first
 STACK_NAMES = ("layers", "layer", "h", "blocks", "block")
-_NOT_THE_STACK = ("conv", "feature_extractor", "feature_encoder", "adapter", "tdnn", "quantizer")
+_NOT_THE_STACK = ("conv", "feature_extractor", "feature_encoder", "adapter", "tdnn", "quantizer", "decoder")
 
 
 class LayerStackError(ValueError):
