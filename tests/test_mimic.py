@@ -391,3 +391,59 @@ def test_fused_kernel_refuses_blocks_wider_than_its_limit():
     net = MimickingNetwork(dim=8, widths=(MAX_WIDTH + 1,)).eval()
     with torch.no_grad(), pytest.raises(ValueError, match="width"):
         net(torch.randn(1, 3, 8), fused=True)
+
+
+# ---- Whisper -------------------------------------------------------------------------------------
+
+def _whisper(seed=0):
+    """A 3-layer x 32 Whisper encoder with Whisper's framing (80 mel bins, 30 s windows)."""
+    from fastsim.speech import whisper
+
+    return whisper.random_whisper("tiny", seed=seed, d_model=32, encoder_layers=3, encoder_attention_heads=2,
+                                  encoder_ffn_dim=64, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64)
+
+
+def test_replace_stack_for_whisper_takes_the_stack_input_and_replaces_layers_and_final_norm():
+    from fastsim.mimic.timing import compare
+    from fastsim.mimic.whisper_stack import MimickedWhisper
+    from fastsim.speech import whisper
+
+    model = _whisper()
+    mimic = MimickingNetwork(dim=32, widths=(16, 8), context=3)
+    new = replace_stack(model, mimic)
+    assert isinstance(new, MimickedWhisper) and new.config.encoder_layers == 2 and model.config.encoder_layers == 3
+    assert new.conv1 is model.conv1 and new.embed_positions is model.embed_positions
+    waves = [w * 0.1 for w in _noise_clips(3, seed=4)]
+    teacher = whisper.encode(model, waves, stack_input=True)
+    out = whisper.encode(new, waves)
+    assert out.frames == teacher.frames and len(out.hidden_states) == 3
+    # input: the teacher's stack input on each clip's frames (conv + positions); the window's padding
+    # frames are zeroed and masked, as the zero-padded training batches are
+    torch.testing.assert_close(out.hidden_states[0], teacher.stack_input, rtol=0, atol=0)
+    with torch.no_grad():
+        direct = mimic(teacher.stack_input, teacher.mask, return_all=True)
+    for a, b in zip(out.hidden_states[1:], direct):
+        torch.testing.assert_close(a[teacher.mask], b[teacher.mask], rtol=1e-5, atol=1e-6)
+    # the runner and the probes take it as a model
+    batches = list(hidden_state_batches(new, [(str(i), w) for i, w in enumerate(waves)], batch_size=2))
+    assert sum(int(b.mask.sum()) for b in batches) == sum(teacher.frames)
+    # parameters: the layers and the final norm are what the mimic replaces
+    rep = parameter_report(model, new)
+    stack = sum(p.numel() for p in model.layers.parameters()) + sum(p.numel() for p in model.layer_norm.parameters())
+    assert rep.stack == stack and rep.mimicked == rep.teacher - stack + mimic.num_parameters()
+    t = compare(model, new, batch=1, clip_seconds=2.0, warmup=0, repeats=1)
+    assert t.clip_seconds == 30.0 and t.full_s > 0 and t.mimic_s > 0  # a Whisper clip always costs a 30 s window
+
+
+def test_distill_whisper_targets_the_output_after_the_final_norm():
+    from fastsim.mimic.distill import Teacher
+    from fastsim.speech import whisper
+
+    model = _whisper()
+    waves = [w * 0.1 for w in _noise_clips(6, seed=5)]
+    (x, (target,)), = Teacher(model, (3,))([waves[0]])
+    ref = whisper.encode(model, [waves[0]], stack_input=True)
+    torch.testing.assert_close(x, ref.stack_input[0], rtol=0, atol=0)
+    torch.testing.assert_close(target, ref.last_hidden_state[0], rtol=0, atol=0)  # after the final layer norm
+    r = distill(model, waves, sample_rate=16000, steps=40, batch_size=3, cache_targets=True, progress=False)
+    assert r.targets == (3,) and r.final() < 0.5 * r.losses[0]

@@ -14,6 +14,7 @@ import torch
 from ..speech.inference import eval_mode
 from ..speech.runner import normalize, pad
 from ..speech.tasks import LoadedClips, probe_split
+from ..speech.whisper import is_whisper
 from .network import MimicConfig, MimickingNetwork
 from .replace import stack_input
 
@@ -21,6 +22,10 @@ from .replace import stack_input
 @torch.no_grad()
 def stack_inputs(model: torch.nn.Module, loaded: LoadedClips, *, progress: bool = False) -> list[torch.Tensor]:
     """Each clip's stack input (T_i, D), one clip per pass (no padding, so exact for every family)."""
+    if is_whisper(model):  # conv + positions over each clip's own frames (fastsim.mimic.whisper_stack)
+        from .whisper_stack import clip_stack_inputs
+
+        return clip_stack_inputs(model, [w for _, w in loaded.waves])
     p = next(model.parameters())
     out = []
     it = loaded.waves

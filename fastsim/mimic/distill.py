@@ -40,6 +40,7 @@ import torch
 from ..speech.audio import SAMPLE_RATE
 from ..speech.models import check_model
 from ..speech.runner import Failure, forward_batches, load_clips, no_usable_audio, normalize, pad
+from ..speech.whisper import is_whisper
 from .checkpoint import Checkpoint
 from .network import MimicConfig, MimickingNetwork
 
@@ -135,9 +136,9 @@ def _epoch_plan(seed: int, epoch: int, sizes: list[int], crop: int | None):
     return order, starts
 
 
-def _window(wave: np.ndarray, start: int, crop: int | None) -> np.ndarray:
+def _window(wave: np.ndarray, start: int, crop: int | None, norm: bool = True) -> np.ndarray:
     w = wave[start : start + crop] if crop else wave
-    return normalize(w)
+    return normalize(w) if norm else w
 
 
 
@@ -148,6 +149,7 @@ class _Batches:
 
     def __init__(self, teacher: Teacher, waves: list[np.ndarray], batch_size: int, crop: int | None, seed: int):
         self.teacher, self.waves, self.batch_size, self.crop, self.seed = teacher, waves, batch_size, crop, seed
+        self.norm = not is_whisper(teacher.model)  # (Whisper's log-mel has its own normalization)
         self.sizes = [w.size for w in waves]
         self.per_epoch = -(-len(waves) // batch_size)
         self.cache: list[Any] | None = None
@@ -168,7 +170,8 @@ class _Batches:
             chunks = tqdm(chunks, desc="teacher pass", unit="batch")
         self.cache = []
         for s in chunks:
-            self.cache += self.teacher([_window(self.waves[i], starts0[i], self.crop) for i in range(s, min(s + bs, n))])
+            self.cache += self.teacher([_window(self.waves[i], starts0[i], self.crop, self.norm)
+                                        for i in range(s, min(s + bs, n))])
 
     def __call__(self, step: int) -> tuple[list[int], list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]]:
         """The clip indices of a step's batch and each clip's (stack input, targets)."""
@@ -177,7 +180,7 @@ class _Batches:
         idx = [int(i) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
         if self.cache is not None:
             return idx, [self.cache[i] for i in idx]
-        return idx, self.teacher([_window(self.waves[i], starts[i], self.crop) for i in idx])
+        return idx, self.teacher([_window(self.waves[i], starts[i], self.crop, self.norm) for i in idx])
 
     def seconds(self, idx: list[int]) -> float:
         """Seconds of audio the clips give in a batch (their windows)."""

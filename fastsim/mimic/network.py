@@ -246,4 +246,13 @@ def parameter_report(teacher: nn.Module, mimicked: nn.Module) -> ParameterReport
     """Whole teacher against the model ``replace_stack`` returned (its CNN, feature projection,
     adapter and mimic; the teacher's training-only masked_spec_embed is not in it)."""
     return ParameterReport(teacher=count_parameters(teacher), mimicked=count_parameters(mimicked),
-                           stack=count_parameters(teacher.encoder), mimic=count_parameters(mimicked.mimic))
+                           stack=_stack_parameters(teacher), mimic=count_parameters(mimicked.mimic))
+
+
+def _stack_parameters(teacher: nn.Module) -> int:
+    """Parameters of what the mimic replaces: ``teacher.encoder``; for Whisper its layers and final norm."""
+    if getattr(teacher.config, "model_type", None) == "whisper":
+        from .whisper_stack import stack_parameters
+
+        return stack_parameters(teacher)
+    return count_parameters(teacher.encoder)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..speech.inference import eval_mode
 from ..speech.models import check_model
+from ..speech.whisper import is_whisper
 from .network import MimickingNetwork
 
 
@@ -87,8 +88,13 @@ class MimickedModel(nn.Module):
 def replace_stack(model: nn.Module, mimic: MimickingNetwork) -> MimickedModel:
     """The model with its transformer stack (``model.encoder``) replaced by ``mimic`` (moved to
     the model's device and dtype). The original is left as it is; the two share the CNN front end
-    and feature projection (the same modules, not copies)."""
+    and feature projection (the same modules, not copies). A Whisper encoder gets
+    ``fastsim.mimic.whisper_stack.MimickedWhisper`` (the mimic replaces its layers and final norm)."""
     check_model(model)
+    if is_whisper(model):
+        from .whisper_stack import replace_stack as replace_whisper_stack
+
+        return replace_whisper_stack(model, mimic)
     if not isinstance(mimic, MimickingNetwork):
         raise TypeError(f"mimic must be a MimickingNetwork; got {type(mimic).__name__}")
     if not all(hasattr(model, a) for a in ("feature_extractor", "feature_projection", "encoder")):

@@ -17,6 +17,7 @@ import torch
 
 from ..speech.audio import SAMPLE_RATE
 from ..speech.inference import eval_mode, time_call
+from ..speech.whisper import is_whisper
 from .replace import stack_input
 
 
@@ -61,6 +62,11 @@ class TimeReport:
 
 def compare(teacher: torch.nn.Module, mimicked: torch.nn.Module, *, batch: int, clip_seconds: float,
             warmup: int, repeats: int, seed: int = 0) -> TimeReport:
+    if is_whisper(teacher):  # 30 s windows from log-mel features (fastsim.mimic.whisper_stack)
+        from .whisper_stack import compare as compare_whisper
+
+        return compare_whisper(teacher, mimicked, batch=batch, clip_seconds=clip_seconds, warmup=warmup,
+                               repeats=repeats, seed=seed)
     if batch < 1 or clip_seconds < 0.025 or repeats < 1 or warmup < 0:
         raise ValueError("timing: batch >= 1, clip seconds >= 0.025, repeats >= 1 and warmup >= 0 are needed; "
                          f"got {batch}, {clip_seconds}, {repeats}, {warmup}")
