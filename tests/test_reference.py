@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from fastsim import reference as R
 
+import oracles
 from strategies import matrix, related_pair
 
 
@@ -101,11 +102,27 @@ def test_median_sigma_is_median_pairwise_distance():
 
 @given(matrix(n=12, d=3), st.integers(1, 11))
 def test_knn_indices_follow_the_definition(x, k):
-    idx = R.knn_indices(x, k)
-    sims = R.cosine_similarities(x)
-    for i in range(x.shape[0]):
-        ranked = sorted((j for j in range(x.shape[0]) if j != i), key=lambda j: (-sims[i, j], j))
-        assert idx[i].tolist() == ranked[:k]
+    """The neighbours are those of the exact cosine similarities (ties to the smaller index), in
+    exact order: float64 dot products can round exact ties apart (x_j = 3 x_l) and near-ties the
+    wrong way; the reference decides those in exact arithmetic."""
+    assert R.knn_indices(x, k).tolist() == oracles.knn_exact(x, k)
+
+
+def test_knn_reference_resolves_ties_that_float64_dots_round_apart():
+    """(1,0,0) and (3,0,0) have the same cosine with (4,1,0) exactly; float64 dot products give
+    4/sqrt(17) and 12/(3 sqrt(17)), which round differently. The tie goes to the smaller index."""
+    x = np.zeros((12, 3))
+    x[0, 0], x[4, :2], x[9, 0] = 1.0, (4.0, 1.0), 3.0
+    assert R.knn_indices(x, 1)[4, 0] == 0
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e8, 1e12])
+def test_knn_reference_is_exact_below_float64_resolution(offset):
+    """With a feature offset of 1e8, 1 - cos is about 1e-16 for every pair: float64 cosines tie or
+    round at random; the reference's neighbours are still the exact ones."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(25, 5)) + offset
+    assert R.knn_indices(x, 4).tolist() == oracles.knn_exact(x, 4)
 
 
 def test_zero_vectors_have_documented_similarities():

@@ -50,30 +50,44 @@ class CoMoments:
     T: torch.Tensor  # (L,) float64
     V: list[list[torch.Tensor]]  # V[a][b]: (d_b,) float64
     P: torch.Tensor  # (L, L) float64
+    lo: list[torch.Tensor]  # per layer (d_l,) float64: smallest value of each feature (+inf: none)
+    hi: list[torch.Tensor]  # per layer (d_l,) float64: largest value of each feature (-inf: none)
 
     @property
     def dims(self) -> list[int]:
         return [m.shape[0] for m in self.mean]
 
     @classmethod
-    def of_chunk(cls, tensors: list[torch.Tensor], dtype: torch.dtype, precision: str, gram: GramFn | None = None) -> "CoMoments":
-        """The state of one chunk of samples (one (c, d_l) tensor per layer), about its own mean."""
+    def of_chunk(
+        cls, tensors: list[torch.Tensor], dtype: torch.dtype, precision: str, gram: GramFn | None = None
+    ) -> "CoMoments":
+        """The state of one chunk of samples (one (c, d_l) tensor per layer), about its own mean.
+
+        The co-moment blocks C are products of the float64-centered values rounded to `dtype`
+        (float32: TF32/bf16 matmuls at "high"/"medium" where the hardware has them); with
+        dtype=float64 they are products and sums in float64 (what StreamingCKA does at "highest")."""
         n = tensors[0].shape[0]
         # Centered in float64, then rounded: the rows sum to 0 up to one rounding per entry.
-        mean = [t.double().mean(0) for t in tensors]
-        U64 = [t.double() - mu for t, mu in zip(tensors, mean)]
-        U = [u.to(dtype) for u in U64]
+        X64 = [t.double() for t in tensors]
+        mean = [x.mean(0) for x in X64]
+        U64 = [x - mu for x, mu in zip(X64, mean)]
+        lo = [x.amin(0) for x in X64]
+        hi = [x.amax(0) for x in X64]
         norms = torch.stack([u.square().sum(1) for u in U64], 1)  # (c, L) float64
-        L = len(U)
-        if gram is not None:
+        L = len(U64)
+        if gram is None and dtype == torch.float64:
+            C = {(a, b): U64[a].T @ U64[b] for a in range(L) for b in range(a, L)}
+        elif gram is not None:
+            U = [u.to(dtype) for u in U64]
             G = gram(torch.cat(U, 1), precision)
             edges = [0, *torch.tensor([u.shape[1] for u in U]).cumsum(0).tolist()]
             C = {(a, b): G[edges[a] : edges[a + 1], edges[b] : edges[b + 1]] for a in range(L) for b in range(a, L)}
         else:
+            U = [u.to(dtype) for u in U64]
             with matmul_precision(precision):
                 C = {(a, b): U[a].T @ U[b] for a in range(L) for b in range(a, L)}
         V = [[U64[b].T @ norms[:, a] for b in range(L)] for a in range(L)]
-        return cls(n, mean, C, norms.sum(0), V, norms.T @ norms)
+        return cls(n, mean, C, norms.sum(0), V, norms.T @ norms, lo, hi)
 
     @classmethod
     def zeros(cls, dims: list[int], dtype: torch.dtype, device: torch.device) -> "CoMoments":
@@ -87,6 +101,8 @@ class CoMoments:
             torch.zeros(L, **z64),
             [[torch.zeros(d, **z64) for d in dims] for _ in range(L)],
             torch.zeros(L, L, **z64),
+            [torch.full((d,), float("inf"), **z64) for d in dims],
+            [torch.full((d,), float("-inf"), **z64) for d in dims],
         )
 
     def shifted(self, center: list[torch.Tensor]) -> "CoMoments":
@@ -115,7 +131,7 @@ class CoMoments:
                     + dd[a] * T[b]
                     + n * dd[a] * dd[b]
                 )
-        return CoMoments(n, list(center), newC, newT, newV, newP)
+        return CoMoments(n, list(center), newC, newT, newV, newP, self.lo, self.hi)
 
     def merged(self, other: "CoMoments") -> "CoMoments":
         """The state of the union of two disjoint sample sets (shifted to the pooled mean, added)."""
@@ -133,6 +149,8 @@ class CoMoments:
             mine.T + theirs.T,
             [[va + vb for va, vb in zip(ra, rb)] for ra, rb in zip(mine.V, theirs.V)],
             mine.P + theirs.P,
+            [torch.minimum(a, b) for a, b in zip(self.lo, other.lo)],
+            [torch.maximum(a, b) for a, b in zip(self.hi, other.hi)],
         )
 
     def all_reduced(self, group: Any = None) -> "CoMoments":
@@ -161,6 +179,12 @@ class CoMoments:
         for row in state.V:
             for v in row:
                 dist.all_reduce(v, group=group)
+        state.lo = [t.clone() for t in state.lo]
+        state.hi = [t.clone() for t in state.hi]
+        for t in state.lo:
+            dist.all_reduce(t, op=dist.ReduceOp.MIN, group=group)
+        for t in state.hi:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
         state.n = total
         return state
 
@@ -172,8 +196,14 @@ class CoMoments:
         for (a, b), c in self.C.items():
             S[a, b] = S[b, a] = (c / n).square().sum(dtype=torch.float64).cpu()
         zero = torch.zeros(L, L, dtype=torch.float64)
-        return KernelStats(n, S, self.P.cpu() / n**2, zero, zero, torch.zeros(L, dtype=torch.float64), self.T.cpu() / n)
+        return KernelStats.from_full(
+            n, S, self.P.cpu() / n**2, zero, zero, torch.zeros(L, dtype=torch.float64), self.T.cpu() / n
+        )
 
-    def raw_second_moments(self) -> torch.Tensor:
-        """(L,) float64 CPU: mean over samples of |x|^2 (for the zero-variance rule)."""
-        return torch.stack([mu.square().sum() + t / self.n for mu, t in zip(self.mean, self.T)]).cpu()
+    def constant(self) -> torch.Tensor:
+        """(L,) bool CPU: layers whose samples are all equal (zero variance, exactly)."""
+        return torch.tensor([bool((h == l).all()) for l, h in zip(self.lo, self.hi)])
+
+    def nonfinite(self) -> torch.Tensor:
+        """(L,) bool CPU: layers that saw NaN or Inf."""
+        return torch.tensor([not bool(torch.isfinite(l).all() and torch.isfinite(h).all()) for l, h in zip(self.lo, self.hi)])

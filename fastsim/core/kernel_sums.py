@@ -14,13 +14,15 @@ no cancellation. ``linear_uses_sample_space`` picks the cheaper linear path.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from . import budget
 from .errors import warn_degenerate
-from .hsic import KernelStats, stats_from_rows
+from .hsic import KernelStats, stats_from_offdiagonal
 from .moments import Moments
+from .scaling import scale_halves
 
 #: The median heuristic looks at the pairwise distances of at most this many samples, taken
 #: evenly spaced through the data (all samples when n is smaller; then it is exact).
@@ -78,85 +80,209 @@ def linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dty
         for (i, j), a in acc.items():
             S[i, j] = S[j, i] = (a / n).square().sum(dtype=torch.float64).cpu()
         del acc
-    return KernelStats(n, S, P.cpu() / n**2, Q.cpu() / n**2, X.cpu() / n**2, r.cpu() / n, t.cpu() / n)
+    return KernelStats.from_full(n, S, P.cpu() / n**2, Q.cpu() / n**2, X.cpu() / n**2, r.cpu() / n, t.cpu() / n)
 
 
-def kernel_block(out, xi, xj, ni, nj, kernel: str, sigma: float, shifted: bool, same: bool) -> None:
-    """Write one (b_i x b_j) block of a layer's kernel matrix into `out`.
+def _block_edge(n: int, L: int, elem: int, width: int) -> int:
+    """Block edge b: L kernel blocks of b x b within the chunk budget, and at least ~8 block rows
+    (down to b = 512), since the diagonal blocks are computed whole: with B block rows the work is
+    (B + 1) / B times the upper triangle's."""
+    b = int(math.sqrt(budget.CHUNK_BYTES / (L * elem)))
+    b = min(b, max(512, -(-n // 8)))
+    return max(1, min(n, b, budget.rows_per_chunk(4 * width * elem, n)))
 
-    RBF with `shifted`: exp(.) - 1 (by expm1) instead of exp(.). Adding a constant to every
-    entry of K leaves both HSIC estimators unchanged, and when sigma is large next to the
-    distances the entries sit near 1, where the centering sums would cancel in float32; shifted,
-    they sit near 0 with full relative precision.
-    """
-    torch.mm(xi, xj.T, out=out)
-    if kernel == "linear":
-        return
-    # |x|^2 + |y|^2 - 2 x.y, clamped at 0, then exp(-d2 / (2 sigma^2)), all in place.
-    out.mul_(-2.0).add_(ni[:, None]).add_(nj[None, :]).clamp_(min=0.0)
+
+class _Loader:
+    """Rows [s, e) of every layer, scaled and centered (``Moments.chunk``), with their squared
+    norms in float64. Layers of one width are handled as one (L, b, d) stack (a few large
+    operations instead of a few per layer)."""
+
+    def __init__(self, layers: list[torch.Tensor], mom: Moments):
+        self.layers, self.mom = layers, mom
+        self.stacked = len({x.shape[1] for x in layers}) == 1 and len({x.dtype for x in layers}) == 1
+        if self.stacked:
+            dev, dt = layers[0].device, mom.dtype
+            halves = [scale_halves(c) for c in mom.scale]
+            self.first = torch.tensor([h[0] for h in halves], dtype=dt, device=dev)[:, None, None]
+            self.second = torch.tensor([h[1] for h in halves], dtype=dt, device=dev)[:, None, None]
+            self.mean = torch.stack(mom.mean)[:, None, :]
+
+    def __call__(self, s: int, e: int):
+        """(chunks, float64 squared norms (L, e - s)); chunks one (L, e - s, d) tensor or a list."""
+        if self.stacked:
+            z = torch.stack([x[s:e] for x in self.layers]).to(self.mom.dtype)
+            z = z.mul_(self.first).mul_(self.second).sub_(self.mean)
+            return z, torch.linalg.vecdot(z, z).double()
+        zs = [self.mom.chunk(l, x, s, e) for l, x in enumerate(self.layers)]
+        return zs, torch.stack([torch.linalg.vecdot(z, z) for z in zs]).double()
+
+
+def _pair_blocks(n: int, b: int):
+    """(s, e, s2, e2) of the kernel blocks on and above the diagonal, block row by block row."""
+    starts = list(range(0, n, b))
+    for i, s in enumerate(starts):
+        for s2 in starts[i:]:
+            yield s, min(n, s + b), s2, min(n, s2 + b)
+
+
+def _gram(out: torch.Tensor, zi, zj) -> torch.Tensor:
+    """out[l] = zi[l] zj[l]^T for every layer (one batched matmul when stacked)."""
+    if isinstance(zi, torch.Tensor):
+        return torch.bmm(zi, zj.transpose(1, 2), out=out)
+    for l, (a, c) in enumerate(zip(zi, zj)):
+        torch.mm(a, c.T, out=out[l])
+    return out
+
+
+@dataclass
+class RBFPlan:
+    """How each layer's RBF kernel is represented in the blocks (``rbf_plan``).
+
+    coef: -1 / (2 sigma^2) per layer; shifted: store K - 1 = expm1(.) (sigma large next to the
+    distances: entries near 1, whose centering would cancel); else exp(coef (d2 - offset)), the
+    kernel divided by exp(coef offset), so that its largest off-diagonal entry is about 1 even where
+    exp(coef d2) underflows (sigma small next to the distances; the unbiased estimator is bilinear
+    in the off-diagonal entries, so the factor cancels; the biased one gets it back)."""
+
+    coef: torch.Tensor  # (L,) float64
+    shifted: torch.Tensor  # (L,) bool
+    offset: torch.Tensor  # (L,) float64 squared distance subtracted before exp (0 for shifted)
+
+    def log_scale(self) -> torch.Tensor:
+        return self.coef * self.offset
+
+
+def _rbf_block(K: torch.Tensor, d2_of, plan: RBFPlan, same: bool) -> None:
+    """K (L, bi, bj) holds the Gram blocks x_i . x_j; turn them into the planned kernel entries."""
+    L = K.shape[0]
+    sq_i, sq_j = d2_of
+    # coef (d2 - offset) with d2 = |x|^2 + |y|^2 - 2 x.y, in place, all layers at once; d2 is
+    # clamped at the offset (the smallest squared distance, 0 if none), below which it is rounding.
+    coef = plan.coef.to(K.dtype)[:, None, None]
+    offset = plan.offset.to(K.dtype)[:, None, None]
+    K.mul_(-2.0).add_(sq_i.to(K.dtype)[:, :, None]).add_(sq_j.to(K.dtype)[:, None, :])
+    K.clamp_(min=offset).sub_(offset).mul_(coef)
     if same:
-        out.fill_diagonal_(0.0)
-    out.mul_(-0.5 / sigma**2)
-    out.expm1_() if shifted else out.exp_()
+        K.diagonal(dim1=1, dim2=2).zero_()
+    shifted = plan.shifted.tolist()
+    if all(shifted):
+        K.expm1_()
+    elif not any(shifted):
+        K.exp_()
+    else:
+        for l in range(L):
+            K[l].expm1_() if shifted[l] else K[l].exp_()
+    if same:  # the pair sums are of the off-diagonal entries; the diagonal enters separately
+        K.diagonal(dim1=1, dim2=2).zero_()
 
 
 def sample_stats(
-    layers: list[torch.Tensor],
-    mom: Moments,
-    dt: torch.dtype,
-    kernel: str,
-    sigmas: list[float],
-    shifted: list[bool] | None = None,
+    layers: list[torch.Tensor], mom: Moments, dt: torch.dtype, kernel: str, plan: RBFPlan | None = None
 ) -> KernelStats:
-    """KernelStats from each layer's kernel blocks (linear or RBF), made on the fly."""
+    """KernelStats from each layer's kernel blocks (linear, or RBF as `plan` says), made on the fly
+    in dtype `dt` (the dtype of ``mom``).
+
+    Only the blocks on and above the diagonal are formed; on the diagonal blocks the diagonal is
+    zeroed before the pair sums, so the sums are of the off-diagonal entries (``KernelStats``), and
+    the diagonal (|x_i|^2, or the RBF's 1) enters separately, in float64."""
     n, L = layers[0].shape[0], len(layers)
     dev = layers[0].device
     elem = torch.finfo(dt).bits // 8
-    # Block edge b: L kernel blocks of b x b within the chunk budget, and at least ~8 block rows
-    # (down to b = 512), since the diagonal blocks are computed whole: with B block rows the
-    # work is (B + 1) / B times the upper triangle's.
-    b = int(math.sqrt(budget.CHUNK_BYTES / (L * elem)))
-    b = min(b, max(512, -(-n // 8)))
-    b = max(1, min(n, b, budget.rows_per_chunk(4 * sum(x.shape[1] for x in layers) * elem, n)))
-    starts = list(range(0, n, b))
+    b = _block_edge(n, L, elem, max(x.shape[1] for x in layers) * L)
+    load = _Loader(layers, mom)
     S = torch.zeros(L, L, dtype=torch.float64, device=dev)
+    R = torch.zeros(L, n, dtype=torch.float64, device=dev)  # off-diagonal row sums
     diag = torch.empty(L, n, dtype=torch.float64, device=dev)
-    R = torch.zeros(L, n, dtype=torch.float64, device=dev)
-    shifted = shifted or [False] * L
-    rbf_diag = torch.tensor([0.0 if s else 1.0 for s in shifted], dtype=torch.float64, device=dev)
-
-    def load(s: int):
-        e = min(n, s + b)
-        xs = [mom.chunk(l, x, s, e) for l, x in enumerate(layers)]
-        return xs, [x.square().sum(1) for x in xs], e
-
-    for s in starts:
-        xi, ni, e = load(s)
+    cache = None
+    for s, e, s2, e2 in _pair_blocks(n, b):
+        same = s2 == s
+        if same:
+            cache = zi, ni = load(s, e)
+            if kernel == "linear":
+                diag[:, s:e] = ni
+                # K 1 = z_i . (sum_j z_j) (the residual of the rounded mean), less the diagonal
+                zl = zi if isinstance(zi, list) else list(zi)
+                R[:, s:e] = torch.stack([mom.row_sums(l, z) for l, z in enumerate(zl)]) - ni
+            elif plan is not None:
+                diag[:, s:e] = (~plan.shifted).double().to(dev)[:, None]
+        zi, ni = cache
+        zj, nj = (zi, ni) if same else load(s2, e2)
+        K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
+        _gram(K, zi, zj)
         if kernel == "rbf":
-            diag[:, s:e] = rbf_diag[:, None]
-        else:
-            diag[:, s:e] = torch.stack(ni).double()
-            R[:, s:e] = torch.stack([mom.row_sums(l, z) for l, z in enumerate(xi)])
-        for s2 in starts[starts.index(s) :]:
-            same = s2 == s
-            xj, nj, e2 = (xi, ni, e) if same else load(s2)
-            K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
-            for l in range(L):
-                kernel_block(K[l], xi[l], xj[l], ni[l], nj[l], kernel, sigmas[l], shifted[l], same)
-            flat = K.reshape(L, -1)
-            S += (1.0 if same else 2.0) * (flat @ flat.T).double()
-            if kernel == "rbf":
-                R[:, s:e] += K.sum(2).double()
-                if not same:
-                    R[:, s2:e2] += K.sum(1).double()
-            del K, flat
-    return stats_from_rows(n, S, diag, R)
+            _rbf_block(K, (ni, nj), plan, same)
+        elif same:
+            K.diagonal(dim1=1, dim2=2).zero_()
+        # The pair sums run over b^2 entries: in float32 their rounding (amplified by the centering,
+        # which cancels most of them) cost up to 1e-3 in RBF CKA; so they are always float64.
+        flat = K.view(L, -1).double()
+        S += (flat @ flat.T) * (1.0 if same else 2.0)
+        if kernel == "rbf":
+            R[:, s:e] += K.sum(2, dtype=torch.float64)
+            if not same:
+                R[:, s2:e2] += K.sum(1, dtype=torch.float64)
+        del K, flat
+    return stats_from_offdiagonal(n, S, diag, R, None if plan is None else plan.log_scale())
+
+
+def min_sq_distances(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype, which: list[int]) -> torch.Tensor:
+    """(len(which),) float64: the smallest squared distance between two different samples of each
+    listed layer (scaled, centered data; one pass over the Gram blocks of those layers)."""
+    sub = [layers[l] for l in which]
+    m = Moments(
+        [mom.scale[l] for l in which], [mom.mean[l] for l in which], mom.centered[which], mom.raw[which],
+        [mom.residual[l] for l in which], mom.dtype, mom.constant[which], mom.nonfinite[which],
+    )
+    n, L = sub[0].shape[0], len(sub)
+    dev = sub[0].device
+    b = _block_edge(n, L, torch.finfo(dt).bits // 8, max(x.shape[1] for x in sub) * L)
+    load = _Loader(sub, m)
+    best = torch.full((L,), math.inf, dtype=torch.float64, device=dev)
+    cache = None
+    for s, e, s2, e2 in _pair_blocks(n, b):
+        same = s2 == s
+        if same:
+            cache = load(s, e)
+        zi, ni = cache
+        zj, nj = (zi, ni) if same else load(s2, e2)
+        K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
+        _gram(K, zi, zj)
+        K.mul_(-2.0).add_(ni.to(dt)[:, :, None]).add_(nj.to(dt)[:, None, :]).clamp_(min=0.0)
+        if same:
+            K.diagonal(dim1=1, dim2=2).fill_(math.inf)
+        best = torch.minimum(best, K.view(L, -1).amin(1).double())
+    return best.cpu()
+
+
+def rbf_plan(
+    layers: list[torch.Tensor], mom: Moments, dt: torch.dtype, sigmas: list[float], shifted: list[bool]
+) -> RBFPlan:
+    """The representation of each layer's RBF kernel (``RBFPlan``), chosen by the data.
+
+    K - 1 where a typical entry exp(-mean d2 / (2 sigma^2)) is above 1/2 (``rbf_bandwidths``), else
+    K itself; and for those, if the nearest two samples' entry exp(-min d2 / (2 sigma^2)) would be
+    so small that products of entries underflow in `dt`, the kernel is stored relative to that
+    entry (the minimum is found exactly by one more pass over the Gram blocks of those layers)."""
+    coef = torch.tensor([-0.5 / s**2 for s in sigmas], dtype=torch.float64)
+    flags = torch.tensor(shifted, dtype=torch.bool)
+    offset = torch.zeros(len(sigmas), dtype=torch.float64)
+    # A lower bound of the smallest squared distance of each layer: 0 (no information) unless the
+    # typical squared distance, 2 x the centered second moment, is far out of range.
+    limit = {torch.float64: 150.0, torch.float32: 20.0}.get(dt, 20.0)
+    typical = -coef * 2 * mom.centered
+    candidates = [l for l in range(len(sigmas)) if not shifted[l] and float(typical[l]) > limit]
+    if candidates:
+        found = min_sq_distances(layers, mom, dt, candidates)
+        for l, m in zip(candidates, found.tolist()):
+            if -float(coef[l]) * m > limit and math.isfinite(m):
+                offset[l] = m
+    return RBFPlan(coef, flags, offset)
 
 
 def linear_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype) -> KernelStats:
     """KernelStats of the linear kernels by the cheaper of the feature- and sample-space paths."""
     if linear_uses_sample_space(layers[0].shape[0], [x.shape[1] for x in layers]):
-        return sample_stats(layers, mom, dt, "linear", [1.0] * len(layers))
+        return sample_stats(layers, mom, dt, "linear")
     return linear_feature_stats(layers, mom, dt)
 
 

@@ -37,7 +37,8 @@ import torch
 from .. import native
 from . import budget
 from .precision import compute_dtype, matmul_precision
-from .scaling import exact_similarities, row_scales
+from .numpy_reference import exact_order
+from .scaling import row_scales, times_pow2
 
 
 def best_k(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,19 +47,89 @@ def best_k(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor,
     return vals[:, :k], idx[:, :k]
 
 
+def unit_rows64(x: torch.Tensor, scales: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """float64 unit rows of samples `idx` (any shape): the row times its power of two (exact),
+    divided by the norm from ``row_scales``; zero rows stay zero."""
+    sc = scales[idx]
+    y = times_pow2(x[idx].double(), sc[..., 0])
+    norm = sc[..., 1]
+    return y / torch.where(norm > 0, norm, torch.ones_like(norm))[..., None]
+
+
+def distance_bound(delta: torch.Tensor, d: int) -> torch.Tensor:
+    """``fastsim.core.numpy_reference.unit_distance_bound`` for tensors: |computed - exact| of
+    delta = |u_i - u_j|^2 from ``unit_rows64``, increasing in delta."""
+    u = 2.0**-53
+    delta = delta.clamp(min=0.0)
+    return 1.1 * ((3 * d + 10) * u * delta + 4 * u * delta.sqrt() + ((4 * (d + 4) + 2) * u) ** 2) + 4 * d * 2.0**-1074
+
+
+def unit_distances(x: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+    """float64 (r, c) delta = |u_i - u_j|^2 = 2 (1 - cos) of samples rows[i] and cols[i, j], and
+    its error bound; 2 (cosine 0) with bound 0 where either vector is zero, +inf for j == i.
+
+    The distance of the unit rows has none of the cancellation of cos = u_i . u_j near 1 (with a
+    feature offset of 1e8, 1 - cos is 1e-16 for every pair: below float64's resolution of cos,
+    well within its resolution of delta)."""
+    ui = unit_rows64(x, scales, rows)
+    delta = unit_rows64(x, scales, cols).sub_(ui[:, None, :]).square_().sum(-1)
+    bound = distance_bound(delta, x.shape[1])
+    zero = (scales[rows][:, None, 1] == 0) | (scales[cols][..., 1] == 0)
+    delta = delta.masked_fill_(zero, 2.0)
+    bound = bound.masked_fill_(zero, 0.0)
+    self_ = cols == rows[:, None]
+    return delta.masked_fill_(self_, float("inf")), bound.masked_fill_(self_, 0.0)
+
+
+#: kept beyond k per row while streaming the re-rank: enough for the rows whose k-th neighbour is
+#: not separated from the next few at float64 resolution (else the row is redone in full)
+_RERANK_EXTRA = 8
+
+
 def _exact_top_k(x, scales, rows, cand, k):
-    """Exact top-k of each row among its candidate columns, streamed over candidate chunks."""
+    """Exact top-k of each row among its candidate columns: (values, indices, upper), values the
+    float64 distances delta (ascending; see ``unit_distances``), upper the largest exact distance
+    the k-th neighbour can have (for the completeness check). Streamed over candidate chunks.
+
+    A row whose first k (by delta, ties to the smaller index) are separated from every other
+    candidate by the rounding bounds is exact as it stands; the others (duplicates, ties, near-ties
+    below float64 resolution) are ordered in exact integer arithmetic over the candidates that may
+    belong to the first k (``fastsim.core.numpy_reference.exact_order``)."""
     r, c = cand.shape
-    step = budget.rows_per_chunk(r * x.shape[1] * 8 * 3, c, minimum=min(c, k))
+    m = min(c, k + _RERANK_EXTRA)
+    step = budget.rows_per_chunk(r * x.shape[1] * 8 * 3, c, minimum=min(c, m))
     best_v = best_i = None
     for c0 in range(0, c, step):
         ci = cand[:, c0 : c0 + step]
-        v = exact_similarities(x, scales, rows, ci)
-        v = v.masked_fill(ci == rows[:, None], float("-inf"))
+        delta, _ = unit_distances(x, scales, rows, ci)
         if best_v is not None:
-            v, ci = torch.cat([best_v, v], 1), torch.cat([best_i, ci], 1)
-        best_v, best_i = best_k(v, ci, k)
-    return best_v, best_i
+            delta, ci = torch.cat([best_v, delta], 1), torch.cat([best_i, ci], 1)
+        neg, best_i = best_k(-delta, ci, m)  # ascending delta, ties to the smaller index
+        best_v = -neg
+    # the bounds of the kept ones (0 for a zero vector, whose delta 2 is exact)
+    zero = (scales[best_i][..., 1] == 0) | (scales[rows][:, None, 1] == 0)
+    best_b = distance_bound(best_v, x.shape[1]).masked_fill_(zero, 0.0)
+    upper = best_v[:, k - 1] + best_b[:, k - 1]
+    maybe = best_v - best_b <= upper[:, None]  # may belong to the first k
+    count = maybe.sum(1)
+    vals, idx = best_v[:, :k].clone(), best_i[:, :k].clone()
+    for p in (count > k).nonzero().flatten().tolist():
+        if int(count[p]) < m or m == c:
+            cols, dl, bd = best_i[p][maybe[p]], best_v[p][maybe[p]], best_b[p][maybe[p]]
+        else:  # the window may reach past the kept candidates: all of this row's candidates
+            dl, bd = unit_distances(x, scales, rows[p : p + 1], cand[p : p + 1])
+            keep = (dl - bd <= upper[p])[0]
+            cols, dl, bd = cand[p][keep], dl[0][keep], bd[0][keep]
+        order = exact_order(
+            x[rows[p]].double().cpu().numpy(), x[cols].double().cpu().numpy(), cols.cpu().numpy(),
+            dl.cpu().numpy(), bd.cpu().numpy(),
+        )[:k]
+        chosen = torch.from_numpy(order).to(idx.device)
+        idx[p] = chosen
+        pos = (cols[None, :] == chosen[:, None]).float().argmax(1)
+        vals[p] = dl[pos]
+        upper[p] = (dl[pos] + bd[pos]).max()
+    return vals, idx, upper
 
 
 def _candidates(units: torch.Tensor, rows: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,6 +290,13 @@ def knn_indices(
             "(check_finite=False does not make kNN-based metrics defined on it)"
         )
     out = torch.empty(n, k, dtype=torch.int64, device=x.device)
+    # A zero vector has cosine 0 with every sample: its neighbours are the k smallest other indices.
+    zero = scales[:, 1] == 0
+    if bool(zero.any()):
+        zr = zero.nonzero().flatten()
+        first = torch.arange(k, device=x.device).expand(zr.numel(), k)
+        out[zr] = first + (first >= zr[:, None]).long()  # skip the row itself
+    live = (~zero).nonzero().flatten()
 
     def settle(rows: torch.Tensor, approx: torch.Tensor, cand: torch.Tensor, count: int) -> torch.Tensor:
         """Write the rows whose top k is proven by the gap or by the exact re-rank; return the
@@ -236,13 +314,15 @@ def knn_indices(
         step = budget.rows_per_chunk(count * (d * 8 * 3 + 32), max(rows.numel(), 1))
         for c0 in range(0, rows.numel(), step):
             r, a, c = rows[c0 : c0 + step], approx[c0 : c0 + step], cand[c0 : c0 + step]
-            vals, idx = _exact_top_k(x, scales, r, c, k)
+            _, idx, upper = _exact_top_k(x, scales, r, c, k)
             if check and count < n - 1:
                 # Completeness: every non-candidate's exact similarity is at most the last
-                # candidate's approximate value plus tol; it must not reach the k-th exact one.
-                unsafe = a[:, -1].double() + tol >= vals[:, -1]
+                # candidate's approximate value plus tol, so its distance delta = 2 (1 - cos) is
+                # at least 2 (1 - a - tol); the k-th exact distance must stay below that.
+                floor = 2.0 * (1.0 - a[:, -1].double() - tol) * (1 - 2.0**-50)
+                unsafe = upper >= floor
             else:
-                unsafe = torch.zeros_like(vals[:, -1], dtype=torch.bool)
+                unsafe = torch.zeros_like(upper, dtype=torch.bool)
             out[r[~unsafe]] = idx[~unsafe]
             again.append(r[unsafe])
         return torch.cat(again) if again else rows[:0]
@@ -253,7 +333,7 @@ def knn_indices(
             approx, cand = native_candidates(units, count)
         else:
             approx, cand = _symmetric_candidates(units, count)
-        pending = settle(torch.arange(n, device=x.device), approx, cand, count)
+        pending = settle(live, approx[live], cand[live], count)
         del approx, cand
         while pending.numel():  # rare: widened searches, in row blocks of (b x n) similarities
             count = min(n - 1, count * 4)

@@ -3,10 +3,17 @@
 Each layer is scaled by a power of two that brings its largest magnitude near 1 (exact in binary
 floating point), so float32 squares neither underflow (tiny activations) nor overflow (huge
 ones); CKA is invariant to that scaling. Chunks are then centered by the scaled mean.
+
+Zero variance means zero variance: a layer is degenerate when every sample (row) is bit-for-bit
+equal to the first one, checked exactly on the input values. Any other layer is computed, however
+small its spread next to its mean (an offset of 3e5 with std 1 in float32, or 1 + 1e-15 noise in
+float64): the centering removes the offset exactly enough (the residual below is carried into the
+formulas), so those layers get their true CKA, not NaN.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +30,8 @@ class Moments:
     raw: torch.Tensor  # (L,) float64: mean over rows of |x_i|^2 (scaled)
     residual: list[torch.Tensor]  # per layer, (d_l,) float64: sum of the centered rows (~0, not exactly)
     dtype: torch.dtype
+    constant: torch.Tensor  # (L,) bool: every row equal to the first (zero variance, exactly)
+    nonfinite: torch.Tensor  # (L,) bool: the layer holds NaN or Inf
 
     def chunk(self, layer: int, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
         """Rows [start, end) of layer `layer`, scaled and centered, in the compute dtype."""
@@ -37,9 +46,8 @@ class Moments:
         return (z @ self.residual[layer].to(z.dtype)).double()
 
     def degenerate(self) -> torch.Tensor:
-        """(L,) bool: layers whose variance is zero or lost in rounding (relative to |x|^2)."""
-        eps = torch.finfo(self.dtype).eps
-        return self.centered <= (32 * eps) ** 2 * self.raw
+        """(L,) bool: layers with zero variance, exactly: every sample equal (finite layers only)."""
+        return self.constant & ~self.nonfinite
 
 
 def scaled(rows: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
@@ -56,10 +64,17 @@ def centered(rows: torch.Tensor, dtype: torch.dtype, scale: float, mean: torch.T
 
 def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
     n = layers[0].shape[0]
-    scales, means, var_, raw, residual = [], [], [], [], []
+    scales, means, var_, raw, residual, constant, nonfinite = [], [], [], [], [], [], []
     for x in layers:
         bpr = x.shape[1] * torch.finfo(dtype).bits // 8
-        max_abs = max(float(x[s:e].abs().amax()) for s, e in budget.row_chunks(n, bpr))
+        max_abs, same, finite = 0.0, True, True
+        for s, e in budget.row_chunks(n, bpr):
+            peak = float(x[s:e].abs().amax())  # NaN if the chunk holds one
+            finite = finite and math.isfinite(peak)
+            max_abs = max(max_abs, peak) if math.isfinite(peak) else max_abs
+            same = same and bool((x[s:e] == x[:1]).all())
+        nonfinite.append(not finite)
+        constant.append(same and finite)
         scale = power_of_two_scale(max_abs)
         total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
         sq = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -79,4 +94,7 @@ def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
         means.append(mu)
         var_.append(var / n)
         raw.append(sq / n)
-    return Moments(scales, means, torch.stack(var_).cpu(), torch.stack(raw).cpu(), residual, dtype)
+    return Moments(
+        scales, means, torch.stack(var_).cpu(), torch.stack(raw).cpu(), residual, dtype,
+        torch.tensor(constant), torch.tensor(nonfinite),
+    )

@@ -110,20 +110,115 @@ def cosine_similarities(x: Any) -> np.ndarray:
     return safe_cosine(np.einsum("ik,jk->ij", y, y), norm[:, None] * norm[None, :])
 
 
+# ---- cosine neighbours: the exact order ------------------------------------------------------------
+#
+# The neighbour sets are those of the exact cosine similarities of the input values (ties to the
+# smaller index). float64 cannot always tell: with a feature offset of 1e8, 1 - cos is about
+# 1e-16 for every pair, below float64's resolution of cos itself. So the order is decided on the
+# distance between the float64 unit rows, delta = |u_i - u_j|^2 = 2 (1 - cos), which has no such
+# cancellation and whose rounding error is bounded (``unit_distance_bound``); pairs whose error
+# intervals overlap are ordered in exact integer arithmetic (``exact_cosine_keys``).
+
+
+def _mantissas(row: np.ndarray) -> list[int]:
+    """The float64 values of `row` as Python integers times one common power of two."""
+    m, e = np.frexp(row)
+    mant = (m * 2.0**53).astype(np.int64)
+    e = e.astype(np.int64) - 53
+    nz = mant != 0
+    if not nz.any():
+        return [0] * row.shape[0]
+    base = int(e[nz].min())
+    return [int(v) << int(p - base) if v else 0 for v, p in zip(mant.tolist(), e.tolist())]
+
+
+def exact_cosine_keys(anchor: np.ndarray, others: np.ndarray) -> list:
+    """Exact keys, ordered as cos(anchor, others[j]): sign(a) a^2 / q with a = anchor . other (as
+    integers with a common power of two) and q = |other|^2, a Fraction (0 for a zero vector, whose
+    cosine is 0). The positive factors 1 / |anchor| and the powers of two are common to every j."""
+    from fractions import Fraction
+
+    a = _mantissas(np.asarray(anchor, dtype=np.float64))
+    keys = []
+    for row in np.asarray(others, dtype=np.float64):
+        b = _mantissas(row)
+        q = sum(v * v for v in b)
+        dot = sum(p * v for p, v in zip(a, b))
+        keys.append(Fraction(0) if q == 0 or dot == 0 else Fraction((1 if dot > 0 else -1) * dot * dot, q))
+    return keys
+
+
+def unit_distance_bound(delta: np.ndarray, d: int) -> np.ndarray:
+    """A bound on |computed - exact| for delta = |u_i - u_j|^2 of float64 unit rows formed as
+    y / |y| (y the row times a power of two) and summed in any order: the norms' relative error
+    h = (d + 4) u, each unit component's rounding u, the subtraction, squares and sum
+    ((d + 2) u relative): (3d + 10) u delta + 4 u sqrt(delta) + ((4 (d + 4) + 2) u)^2, times 1.1,
+    plus the subnormal floor. Increasing in delta."""
+    u = 2.0**-53
+    delta = np.maximum(delta, 0.0)
+    return 1.1 * ((3 * d + 10) * u * delta + 4 * u * np.sqrt(delta) + ((4 * (d + 4) + 2) * u) ** 2) + 4 * d * 2.0**-1074
+
+
+def unit_rows64(x: np.ndarray) -> np.ndarray:
+    """float64 unit rows y / |y|, y each row scaled by a power of two (exact); zero rows stay 0."""
+    y, norm = scaled_rows(x)
+    return y / np.where(norm > 0, norm, 1.0)[:, None]
+
+
+def unit_distances(units: np.ndarray, zero: np.ndarray, i: int) -> np.ndarray:
+    """delta[j] = |u_i - u_j|^2 = 2 (1 - cos); 2 (cosine 0) where either row is zero."""
+    diff = units - units[i]
+    delta = np.einsum("ij,ij->i", diff, diff)
+    return np.where(zero | zero[i], 2.0, delta)
+
+
+def exact_order(
+    anchor: np.ndarray, rows: np.ndarray, cols: np.ndarray, delta: np.ndarray, bound: np.ndarray
+) -> np.ndarray:
+    """Sample indices `cols` (values `rows`, one per index) ordered by exact cosine with `anchor`
+    (descending), ties to the smaller index, given their float64 distances and bounds: runs whose
+    intervals [delta - bound, delta + bound] overlap are ordered by exact keys, the rest by delta."""
+    order = np.lexsort((cols, delta))
+    cols, delta, bound, rows = cols[order], delta[order], bound[order], rows[order]
+    out, start = [], 0
+    reach = -np.inf
+    for p in range(len(cols) + 1):
+        if p == len(cols) or (p > start and delta[p] - bound[p] > reach):
+            run = cols[start:p]
+            if len(run) > 1:
+                keys = exact_cosine_keys(anchor, rows[start:p])
+                run = [c for _, c in sorted(zip(keys, run.tolist()), key=lambda t: (-t[0], t[1]))]
+            out.extend(int(c) for c in run)
+            start = p
+            reach = -np.inf
+        if p < len(cols):
+            reach = max(reach, delta[p] + bound[p])
+    return np.asarray(out, dtype=np.int64)
+
+
 def knn_indices(x: Any, k: int) -> np.ndarray:
-    """(n, k) indices of each sample's k most cosine-similar other samples (ties: smaller index)."""
+    """(n, k) indices of each sample's k most cosine-similar other samples, in that order, exactly:
+    by the exact cosine similarity of the input values, ties to the smaller index (a zero vector
+    has similarity 0 with everything). float64 unit-row distances decide wherever their proven
+    error bound separates two samples, exact integer arithmetic where it does not."""
     x = as64(x)
-    n = x.shape[0]
+    n, d = x.shape
     if not 1 <= k < n:
         raise ValueError(f"k must satisfy 1 <= k < n = {n}; got {k}")
-    sims = cosine_similarities(x)
+    units = unit_rows64(x)
+    zero = ~np.any(x != 0, axis=1)
     out = np.empty((n, k), dtype=np.int64)
     idx = np.arange(n)
     for i in range(n):
-        s = sims[i].copy()
-        s[i] = -np.inf
-        order = np.lexsort((idx, -s))  # primary key: -similarity; ties: index
-        out[i] = order[:k]
+        delta = unit_distances(units, zero, i)
+        delta[i] = np.inf
+        bound = np.where(zero | zero[i], 0.0, unit_distance_bound(delta, d))
+        bound[i] = 0.0
+        order = np.lexsort((idx, delta))
+        top = order[k - 1]
+        keep = delta - bound <= delta[top] + bound[top]  # every sample that may be among the first k
+        keep[i] = False
+        out[i] = exact_order(x[i], x[keep], idx[keep], delta[keep], bound[keep])[:k]
     return out
 
 

@@ -27,7 +27,7 @@ from ..core.inputs import Origin, check_finite, prepare, split_layers, to_origin
 from ..core.kernel_sums import linear_stats
 from ..core.moments import layer_moments
 from ..core.numpy_reference import cka_of_kernels, centered_scaled
-from ..core.precision import PRECISIONS, compute_dtype, matmul_precision
+from ..core.precision import PRECISIONS, compute_dtype, matmul_precision, work_dtype
 from .spec import DEBIASED, Metric, unbiased_needs_four
 
 
@@ -38,11 +38,11 @@ def reference(a: Any, b: Any, debiased: bool = False) -> float:
 
 
 def torch_matrix(layers: list[torch.Tensor], *, precision: str, debiased: bool) -> torch.Tensor:
-    dt = compute_dtype(layers)
-    mom = layer_moments(layers, dt)
+    wt = work_dtype(layers, precision)
+    mom = layer_moments(layers, wt)
     with matmul_precision(precision):
-        st = linear_stats(layers, mom, dt)
-    return cka_from_hsic(hsic_matrix(st, debiased), mom.degenerate(), debiased).to(dt)
+        st = linear_stats(layers, mom, wt)
+    return cka_from_hsic(hsic_matrix(st, debiased), mom.degenerate(), debiased, mom.nonfinite).to(compute_dtype(layers))
 
 
 def triton_matrix(layers: list[torch.Tensor], *, precision: str, debiased: bool) -> torch.Tensor:
@@ -55,7 +55,7 @@ def triton_matrix(layers: list[torch.Tensor], *, precision: str, debiased: bool)
         st = kernel_sums_triton.sample_stats(layers, mom, dt, precision)
     else:
         st = kernel_sums_triton.linear_feature_stats(layers, dt, precision)
-    return cka_from_hsic(hsic_matrix(st, debiased), mom.degenerate(), debiased).to(dt)
+    return cka_from_hsic(hsic_matrix(st, debiased), mom.degenerate(), debiased, mom.nonfinite).to(dt)
 
 
 class StreamingCKA(Accumulator):
@@ -83,7 +83,7 @@ class StreamingCKA(Accumulator):
         self.reset()
 
     def settings(self) -> tuple:
-        return (self.debiased,)
+        return (self.debiased, self.precision, self.backend)
 
     def reset(self) -> None:
         """Forget all data seen so far."""
@@ -102,6 +102,10 @@ class StreamingCKA(Accumulator):
         from ..kernels.comoment import upper_gram
 
         return upper_gram
+
+    def _blocks_dtype(self) -> torch.dtype:
+        """The co-moment blocks' dtype: float64 at "highest" (torch backend) or for float64 inputs."""
+        return torch.float64 if self.precision == "highest" and self.backend != "triton" else self.dtype
 
     def update(self, layers: Any) -> Self:
         """Add a chunk: a list of (n_chunk, d_l) arrays (one per layer) or one (L, n_chunk, d) array."""
@@ -129,7 +133,7 @@ class StreamingCKA(Accumulator):
             return self
         gram = self._gram()
         for s, e in budget.row_chunks(tensors[0].shape[0], 3 * sum(dims) * 8):
-            chunk = CoMoments.of_chunk([t[s:e] for t in tensors], self.dtype, self.precision, gram=gram)
+            chunk = CoMoments.of_chunk([t[s:e] for t in tensors], self._blocks_dtype(), self.precision, gram=gram)
             self.state = chunk if self.state is None else self.state.merged(chunk)
         return self
 
@@ -161,7 +165,7 @@ class StreamingCKA(Accumulator):
         nccl on GPU). Every rank must have seen at least one update (to know the layer widths)."""
         if self.dims is None:
             raise ValueError("all_reduce needs the layer widths: call update() on every rank first")
-        state = self.state or CoMoments.zeros(self.dims, self.dtype, self.origin.device)
+        state = self.state or CoMoments.zeros(self.dims, self._blocks_dtype(), self.origin.device)
         reduced = state.all_reduced(group)
         self.state = reduced if reduced.n else None
         return self
@@ -179,9 +183,9 @@ class StreamingCKA(Accumulator):
                 f"{'debiased ' if self.debiased else ''}StreamingCKA needs at least {minimum} samples; got n = {self.n}"
             )
         st = self.state.kernel_stats()
-        eps = torch.finfo(self.dtype).eps
-        bad = st.t <= (32 * eps) ** 2 * self.state.raw_second_moments()
-        return cka_from_hsic(hsic_matrix(st, self.debiased), bad, self.debiased).to(self.dtype)
+        nonfinite = self.state.nonfinite()
+        bad = self.state.constant() & ~nonfinite  # zero variance means every sample equal
+        return cka_from_hsic(hsic_matrix(st, self.debiased), bad, self.debiased, nonfinite).to(self.dtype)
 
 
 def accumulator(*, debiased: bool = False, precision: str = "highest") -> StreamingCKA:

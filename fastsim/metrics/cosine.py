@@ -22,7 +22,7 @@ from ..accumulators.base import Accumulator, all_reduce_sum
 from ..core import budget
 from ..core.errors import warn_degenerate
 from ..core.numpy_reference import as64, safe_cosine, scaled_rows
-from ..core.precision import compute_dtype, matmul_precision
+from ..core.precision import compute_dtype, matmul_precision, work_dtype
 from ..core.scaling import unit_rows
 from ..core.triton_support import stacked_view
 from .spec import Metric
@@ -40,8 +40,9 @@ def warn_zero_rows(count: int) -> None:
 
 
 def torch_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor:
-    """(L, L): entry (a, b) is the mean over samples of cos(a_i, b_i). Same d for every layer."""
-    dt = compute_dtype(layers)
+    """(L, L): entry (a, b) is the mean over samples of cos(a_i, b_i). Same d for every layer.
+    The unit rows are float64 at "highest" (float32 otherwise); the sums always float64."""
+    dt = work_dtype(layers, precision)
     n, L, d = layers[0].shape[0], len(layers), layers[0].shape[1]
     dev = layers[0].device
     acc = torch.zeros(L, L, dtype=torch.float64, device=dev)
@@ -50,8 +51,8 @@ def torch_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor:
     with matmul_precision(precision):
         for s, e in budget.row_chunks(n, 2 * L * d * torch.finfo(dt).bits // 8):
             units, zero = zip(*(unit_rows(x[s:e], dt) for x in layers))
-            flat = torch.stack(units).reshape(L, -1)  # (L, chunk * d)
-            acc += (flat @ flat.T).double()
+            flat = torch.stack(units).reshape(L, -1).double()  # (L, chunk * d)
+            acc += flat @ flat.T  # a sum over chunk * d products: float64 whatever the precision
             zero = torch.stack(zero)  # (L, chunk)
             zero_rows += zero.any(0).sum()
             nonzero_per_layer += (~zero).sum(1)
@@ -59,7 +60,7 @@ def torch_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor:
     out = (acc / n).clamp(-1.0, 1.0)
     # A layer with itself: exactly 1 per nonzero sample (zero vectors count 0), not 1 up to rounding.
     out.diagonal().copy_(nonzero_per_layer.double() / n)
-    return out.to(dt)
+    return out.to(compute_dtype(layers))
 
 
 def triton_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor:
@@ -93,9 +94,9 @@ def triton_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor
     return out.to(dt)
 
 
-def torch_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def torch_pair(a: torch.Tensor, b: torch.Tensor, precision: str = "highest") -> torch.Tensor:
     """0-d tensor: the mean over samples of cos(a_i, b_i)."""
-    dt = compute_dtype([a, b])
+    dt = work_dtype([a, b], precision)
     n, d = a.shape
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     zero_rows = torch.zeros((), dtype=torch.long, device=a.device)
@@ -105,7 +106,7 @@ def torch_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         total += (ua * ub).sum(dtype=torch.float64)
         zero_rows += (za | zb).sum()
     warn_zero_rows(int(zero_rows))
-    return (total / n).clamp(-1.0, 1.0).to(dt)
+    return (total / n).clamp(-1.0, 1.0).to(compute_dtype([a, b]))
 
 
 def triton_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -122,7 +123,7 @@ def triton_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def pair(a: torch.Tensor, b: torch.Tensor, *, backend: str, precision: str) -> torch.Tensor:
-    return triton_pair(a, b) if backend == "triton" else torch_pair(a, b)
+    return triton_pair(a, b) if backend == "triton" else torch_pair(a, b, precision)
 
 
 class CosineSum(Accumulator):

@@ -21,10 +21,10 @@ import torch
 
 from ..core.errors import check_positive_real
 from ..core.hsic import cka_from_hsic, hsic_matrix
-from ..core.kernel_sums import rbf_bandwidths, sample_stats
+from ..core.kernel_sums import rbf_bandwidths, rbf_plan, sample_stats
 from ..core.moments import layer_moments
 from ..core.numpy_reference import centered_scaled, cka_of_kernels, median_sigma, squared_distances
-from ..core.precision import compute_dtype, matmul_precision
+from ..core.precision import compute_dtype, matmul_precision, work_dtype
 from .spec import DEBIASED, Metric, Option, unbiased_needs_four
 
 
@@ -41,30 +41,50 @@ def rbf_kernel_of(y: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-squared_distances(y) / (2.0 * sigma**2))
 
 
+def without_constant(K: np.ndarray) -> np.ndarray:
+    """K minus the mean of its off-diagonal entries. Both HSIC estimators are unchanged by adding
+    a constant to every entry of a kernel (tests/test_reference.py proves it in exact arithmetic);
+    removing the constant part first keeps the estimators' terms from cancelling it in float64
+    (RBF entries all near 1 when sigma is large next to the distances), while small entries (sigma
+    small) keep their full relative precision, since the constant removed is of their size."""
+    n = K.shape[0]
+    if n < 2:
+        return K
+    off = (K.sum() - np.trace(K)) / (n * (n - 1))
+    return K - off
+
+
 def reference(a: Any, b: Any, sigma: float | None = None, debiased: bool = False) -> float:
     """float64 NumPy RBF CKA from the n x n kernel matrices, the obviously right formula: exp(.)
-    (see the module docs). The inputs are scaled by a power of two first (and sigma with them),
-    which changes no kernel entry."""
+    (see the module docs), less the constant part (``without_constant``, an exact invariance).
+    The inputs are scaled by a power of two first (and sigma with them), which changes no kernel
+    entry. Where every off-diagonal entry underflows in float64 (sigma below about 0.03x the
+    nearest distance's scale) the debiased value is NaN here; fastsim's own path keeps it."""
     kernels = []
     for x in (a, b):
         y, factor = centered_scaled(x)
         s = median_sigma(y) if sigma is None else float(sigma) * factor
-        kernels.append(rbf_kernel_of(y, s))
+        kernels.append(without_constant(rbf_kernel_of(y, s)))
     return cka_of_kernels(kernels[0], kernels[1], debiased)
 
 
 def _matrix(layers: list[torch.Tensor], precision: str, sigma: float | None, debiased: bool, triton: bool) -> torch.Tensor:
     dt = compute_dtype(layers)
-    mom = layer_moments(layers, dt)
-    sigmas, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
     if triton:
         from ..core import kernel_sums_triton
 
+        mom = layer_moments(layers, dt)
+        sigmas, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
         st = kernel_sums_triton.sample_stats(layers, mom, dt, precision, sigmas, shifted)
     else:
+        wt = work_dtype(layers, precision)
+        mom = layer_moments(layers, wt)
+        sigmas, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
         with matmul_precision(precision):
-            st = sample_stats(layers, mom, dt, "rbf", sigmas, shifted)
-    return cka_from_hsic(hsic_matrix(st, debiased), mom.degenerate() | zero_sigma, debiased).to(dt)
+            plan = rbf_plan(layers, mom, wt, sigmas, shifted)
+            st = sample_stats(layers, mom, wt, "rbf", plan)
+    bad = mom.degenerate() | zero_sigma
+    return cka_from_hsic(hsic_matrix(st, debiased), bad, debiased, mom.nonfinite).to(dt)
 
 
 def torch_matrix(layers: list[torch.Tensor], *, precision: str, sigma: float | None, debiased: bool) -> torch.Tensor:
