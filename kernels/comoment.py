@@ -14,7 +14,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .precision import dot_settings, operand
+from .config import LaunchConfig, is_aligned, make_config, unique
+from .precision import (
+    PTR_NAME,
+    accumulation_dtype,
+    dot_settings,
+    interpreting,
+    operand,
+    tl_acc,
+)
 
 
 @triton.jit
@@ -49,22 +57,45 @@ def upper_gram_kernel(
         tl.store(out_ptr + rows[:, None] * stride_out + cols[None, :], acc, mask=mask)
 
 
+# ---- configurations ---------------------------------------------------------------------------
+
+def launch_config(dtype: torch.dtype, precision: str, D: int, *, aligned: bool = True, interpret: bool = False) -> LaunchConfig:
+    """The configuration upper_gram launches for an (n, D) tensor of `dtype` (float32 or float64)."""
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"upper_gram takes float32 or float64; got {dtype}")
+    acc = accumulation_dtype(dtype)
+    block = 64 if D >= 64 else 16
+    constexprs = dict(ACC=tl_acc(acc), **dot_settings(acc, precision, interpret), BLOCK=block, BLOCK_K=32)
+    runtime = {"u_ptr": PTR_NAME[dtype], "out_ptr": PTR_NAME[acc], "n": "i32", "D": "i32", "stride_u": "i32", "stride_out": "i32"}
+    label = f"{str(dtype).replace('torch.', '')} {'-' if acc == torch.float64 else precision} D{'>=' if block == 64 else '<'}64"
+    return make_config(upper_gram_kernel, runtime, constexprs, num_warps=4, num_stages=3, aligned=aligned, label=label)
+
+
+def configs(exhaustive: bool = True) -> list[LaunchConfig]:
+    """Every configuration upper_gram can launch on a GPU (exhaustive=False: the same minus the
+    unaligned float32 "high"/"medium" ones)."""
+    out = []
+    for dtype in (torch.float32, torch.float64):
+        for precision in (("highest",) if dtype == torch.float64 else ("highest", "high", "medium")):
+            for D in (16, 64):
+                for aligned in (True, False):
+                    if exhaustive or aligned or precision == "highest":
+                        out.append(launch_config(dtype, precision, D, aligned=aligned))
+    return unique(out)
+
+
+# ---- launcher ---------------------------------------------------------------------------------
+
 def upper_gram(u: torch.Tensor, precision: str) -> torch.Tensor:
     """Symmetric (D, D) U^T U of an (n, D) float32/float64 tensor, from its upper-triangle tiles."""
     n, D = u.shape
     u = u if u.stride(1) == 1 else u.contiguous()
-    acc = torch.float64 if u.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(u.dtype)
     out = torch.zeros(D, D, dtype=acc, device=u.device)
     if n == 0:
         return out
-    block = 64 if D >= 64 else 16
-    tiles = triton.cdiv(D, block)
-    upper_gram_kernel[(tiles, tiles)](
-        u, out, n, D, u.stride(0), out.stride(0),
-        ACC=tl.float64 if acc == torch.float64 else tl.float32,
-        **dot_settings(acc, precision),
-        BLOCK=block,
-        BLOCK_K=32,
-    )
+    cfg = launch_config(u.dtype, precision, D, aligned=is_aligned(u, u.stride(0), D), interpret=interpreting())
+    tiles = triton.cdiv(D, cfg["BLOCK"])
+    upper_gram_kernel[(tiles, tiles)](u, out, n, D, u.stride(0), out.stride(0), **cfg.launch_args())
     upper = torch.triu(out)
     return upper + torch.triu(out, 1).T

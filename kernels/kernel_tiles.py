@@ -1,31 +1,92 @@
 """Sample-space CKA sums for all layer pairs from kernel-matrix tiles made on the fly.
 
-Flash-attention style: no kernel matrix is ever stored. Program (ti, tj), with ti <= tj, owns a
-(BLOCK_M x BLOCK_N) tile of every layer's n x n kernel matrix. It walks its rows SUB at a time,
-and for each step:
+Flash-attention style: no kernel matrix is ever stored. The layers are split into groups of
+G (a power of two, 16 or 32); program (ti, tj, p), with ti <= tj and p a pair of layer groups
+(ga <= gb), owns a (BLOCK x BLOCK) tile of the n x n kernel matrices of the layers of both
+groups. It walks its rows SUB at a time, and for each step:
 
-1. Forms the L tiles with one batched dot over the feature axis, (L, SUB, d) @ (L, d, BLOCK_N),
-   with operands at the requested precision (3xTF32 / TF32 / bf16 on GPUs; float32 accumulators).
-   The rows are centered and scaled on load, from the per-layer mean and power-of-two scale.
+1. Forms the G tiles of group ga with one batched dot over the feature axis,
+   (G, SUB, d) @ (G, d, BLOCK), operands at the requested precision (3xTF32 / TF32 / bf16 on
+   GPUs; float32 accumulators, float64 for float64 input). The rows are centered and scaled on
+   load, from the per-layer mean and power-of-two scale. Likewise group gb when gb != ga.
 2. For the RBF kernel, turns the Gram into exp(-|x - y|^2 / (2 sigma_l^2)), or into expm1 of
    the same argument for the layers marked shifted (K - 1, which keeps precision when the
    entries are near 1).
-3. Adds the L x L products sum(K_a o K_b) of the tile with a second dot.
-4. Adds each layer's row sums (and, for tiles off the diagonal, column sums) with atomics.
+3. Adds the G x G products sum(K_a o K_b) of the tile with a second dot.
+4. (ga == gb only) Adds each layer's row sums (and, for tiles off the diagonal, column sums).
 
-Off-diagonal tiles count twice, since the kernel matrices are symmetric. Memory outside the
-inputs is O(n L): the row sums, and one L x L sum that every program adds into atomically.
+Off-diagonal tiles count twice, since the kernel matrices are symmetric. The pair sums and the
+row sums are added atomically in float64. Memory outside the inputs is O(n L). With L layers in
+g = ceil(L / G) groups, the kernel tiles of a group are formed g times (once per group pair it
+is in): for L <= 32 (one group) every tile is formed once.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from .precision import dot_settings, operand
+from .config import LaunchConfig, is_aligned, make_config, unique
+from .precision import (
+    INPUT_DTYPES,
+    PTR_NAME,
+    accumulation_dtype,
+    dot_settings,
+    interpreting,
+    operand,
+    tl_acc,
+)
+
+
+@triton.jit
+def _group_tiles(
+    x_ptr, mean_ptr, scale_ptr, sqn_ptr, coef_ptr, shift_ptr,
+    g0, rows, rmask, cols, cmask, n, d, num_layers, stride_l, stride_n,
+    RBF: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr, TO_BF16: tl.constexpr,
+    EMULATE_BF16: tl.constexpr, G: tl.constexpr, SUB_M: tl.constexpr, SUB_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """The (G, SUB_M, SUB_N) kernel tiles of layers g0 .. g0 + G - 1 (zero outside the data)."""
+    layers = (g0 + tl.arange(0, G)).to(tl.int64)  # layer * stride_l can pass 2^31
+    lmask = layers < num_layers
+    # The power-of-two scale in two factors (each within float32's range), per layer.
+    scale1 = tl.load(scale_ptr + 2 * layers, mask=lmask, other=0.0)
+    scale2 = tl.load(scale_ptr + 2 * layers + 1, mask=lmask, other=0.0)
+    g = tl.zeros([G, SUB_M, SUB_N], dtype=ACC)
+    for d0 in range(0, d, BLOCK_D):
+        ks = d0 + tl.arange(0, BLOCK_D)
+        kmask = ks < d
+        mu = tl.load(mean_ptr + layers[:, None] * d + ks[None, :], mask=lmask[:, None] & kmask[None, :], other=0.0)
+        # Outside the data x and mu load as 0, so a padded layer or feature adds 0; a row past n
+        # gives -mu, whose entries the caller's mask drops.
+        a_mask = lmask[:, None, None] & rmask[None, :, None] & kmask[None, None, :]
+        a = tl.load(x_ptr + layers[:, None, None] * stride_l + rows[None, :, None] * stride_n + ks[None, None, :], mask=a_mask, other=0.0).to(ACC)
+        a = a * scale1[:, None, None] * scale2[:, None, None] - mu[:, None, :]
+        b_mask = lmask[:, None, None] & kmask[None, :, None] & cmask[None, None, :]
+        b = tl.load(x_ptr + layers[:, None, None] * stride_l + cols[None, None, :] * stride_n + ks[None, :, None], mask=b_mask, other=0.0).to(ACC)
+        b = b * scale1[:, None, None] * scale2[:, None, None] - mu[:, :, None]
+        a = operand(a, ACC, TO_BF16, EMULATE_BF16)
+        b = operand(b, ACC, TO_BF16, EMULATE_BF16)
+        g += tl.dot(a, b, input_precision=PRECISION, out_dtype=ACC)
+    valid = lmask[:, None, None] & rmask[None, :, None] & cmask[None, None, :]
+    if RBF:
+        coef = tl.load(coef_ptr + layers, mask=lmask, other=0.0)  # -1 / (2 sigma^2), scaled data
+        shifted = tl.load(shift_ptr + layers, mask=lmask, other=0) != 0
+        sqn_i = tl.load(sqn_ptr + layers[:, None] * n + rows[None, :], mask=lmask[:, None] & rmask[None, :], other=0.0)
+        sqn_j = tl.load(sqn_ptr + layers[:, None] * n + cols[None, :], mask=lmask[:, None] & cmask[None, :], other=0.0)
+        d2 = tl.maximum(sqn_i[:, :, None] + sqn_j[:, None, :] - 2.0 * g, 0.0)
+        d2 = tl.where(rows[None, :, None] == cols[None, None, :], 0.0, d2)
+        arg = d2 * coef[:, None, None]
+        e = tl.exp(arg)
+        # expm1 for the shifted layers, accurate near 0 where exp(arg) - 1 cancels:
+        # Kahan's (e - 1) * arg / log(e), exact at e == 1 (then expm1 = arg).
+        # Far from 0 (e < 1/2) plain e - 1 is already accurate.
+        kahan = (e - 1.0) * arg / tl.log(tl.where((e == 1.0) | (e < 0.5), 0.5, e))
+        em1 = tl.where(e == 1.0, arg, tl.where(e < 0.5, e - 1.0, kahan))
+        k = tl.where(shifted[:, None, None], em1, e)
+    else:
+        k = g
+    return tl.where(valid, k, 0.0)
 
 
 @triton.jit
@@ -36,6 +97,7 @@ def kernel_tile_kernel(
     sqn_ptr,
     coef_ptr,
     shift_ptr,
+    pairs_ptr,
     sums_ptr,
     rows_ptr,
     n,
@@ -43,74 +105,123 @@ def kernel_tile_kernel(
     num_layers,
     stride_l,
     stride_n,
+    stride_sums,
     RBF: tl.constexpr,
     ACC: tl.constexpr,
     PRECISION: tl.constexpr,
+    PAIR_PRECISION: tl.constexpr,
     TO_BF16: tl.constexpr,
     EMULATE_BF16: tl.constexpr,
-    L_PAD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    SUB: tl.constexpr,
+    G: tl.constexpr,
+    BLOCK: tl.constexpr,
+    SUB_M: tl.constexpr,
+    SUB_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
     ti = tl.program_id(0)
     tj = tl.program_id(1)
     if ti <= tj:
-        layers = tl.arange(0, L_PAD).to(tl.int64)  # layer * stride_l can pass 2^31
-        lmask = layers < num_layers
-        cols = (tj * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-        cmask = cols < n
-        # The power-of-two scale in two factors (each within float32's range), per layer.
-        scale1 = tl.load(scale_ptr + 2 * layers, mask=lmask, other=0.0)
-        scale2 = tl.load(scale_ptr + 2 * layers + 1, mask=lmask, other=0.0)
-        coef = tl.load(coef_ptr + layers, mask=lmask, other=0.0)  # -1 / (2 sigma^2), scaled data
-        shifted = tl.load(shift_ptr + layers, mask=lmask, other=0) != 0
-        sqn_j = tl.load(sqn_ptr + layers[:, None] * n + cols[None, :], mask=lmask[:, None] & cmask[None, :], other=0.0)
+        pair = tl.program_id(2)
+        ga = tl.load(pairs_ptr + 2 * pair)
+        gb = tl.load(pairs_ptr + 2 * pair + 1)
+        la = (ga * G + tl.arange(0, G)).to(tl.int64)
+        lb = (gb * G + tl.arange(0, G)).to(tl.int64)
+        la_ok = la < num_layers
         weight = tl.where(ti == tj, 1.0, 2.0)
-        acc = tl.zeros([L_PAD, L_PAD], dtype=ACC)
-        col_sums = tl.zeros([L_PAD, BLOCK_N], dtype=ACC)
-        for r0 in range(0, BLOCK_M, SUB):
-            rows = (ti * BLOCK_M + r0 + tl.arange(0, SUB)).to(tl.int64)
+        # The pair sums as SUB_M batched (G x SUB_N) @ (SUB_N x G) dots: a dot over the whole
+        # (SUB_M * SUB_N) tile would hold its operands in registers and spill.
+        acc3 = tl.zeros([SUB_M, G, G], dtype=ACC)
+        for r0 in range(0, BLOCK, SUB_M):
+            rows = (ti * BLOCK + r0 + tl.arange(0, SUB_M)).to(tl.int64)
             rmask = rows < n
-            g = tl.zeros([L_PAD, SUB, BLOCK_N], dtype=ACC)
-            for d0 in range(0, d, BLOCK_D):
-                ks = d0 + tl.arange(0, BLOCK_D)
-                kmask = ks < d
-                mu = tl.load(mean_ptr + layers[:, None] * d + ks[None, :], mask=lmask[:, None] & kmask[None, :], other=0.0)
-                a_mask = lmask[:, None, None] & rmask[None, :, None] & kmask[None, None, :]
-                a = tl.load(x_ptr + layers[:, None, None] * stride_l + rows[None, :, None] * stride_n + ks[None, None, :], mask=a_mask, other=0.0).to(ACC)
-                a = tl.where(a_mask, a * scale1[:, None, None] * scale2[:, None, None] - mu[:, None, :], 0.0)
-                b_mask = lmask[:, None, None] & kmask[None, :, None] & cmask[None, None, :]
-                b = tl.load(x_ptr + layers[:, None, None] * stride_l + cols[None, None, :] * stride_n + ks[None, :, None], mask=b_mask, other=0.0).to(ACC)
-                b = tl.where(b_mask, b * scale1[:, None, None] * scale2[:, None, None] - mu[:, :, None], 0.0)
-                a = operand(a, ACC, TO_BF16, EMULATE_BF16)
-                b = operand(b, ACC, TO_BF16, EMULATE_BF16)
-                g += tl.dot(a, b, input_precision=PRECISION, out_dtype=ACC)
-            valid = lmask[:, None, None] & rmask[None, :, None] & cmask[None, None, :]
-            if RBF:
-                sqn_i = tl.load(sqn_ptr + layers[:, None] * n + rows[None, :], mask=lmask[:, None] & rmask[None, :], other=0.0)
-                d2 = tl.maximum(sqn_i[:, :, None] + sqn_j[:, None, :] - 2.0 * g, 0.0)
-                d2 = tl.where(rows[None, :, None] == cols[None, None, :], 0.0, d2)
-                arg = d2 * coef[:, None, None]
-                e = tl.exp(arg)
-                # expm1 for the shifted layers, accurate near 0 where exp(arg) - 1 cancels:
-                # Kahan's (e - 1) * arg / log(e), exact at e == 1 (then expm1 = arg).
-                # Far from 0 (e < 1/2) plain e - 1 is already accurate.
-                kahan = (e - 1.0) * arg / tl.log(tl.where((e == 1.0) | (e < 0.5), 0.5, e))
-                em1 = tl.where(e == 1.0, arg, tl.where(e < 0.5, e - 1.0, kahan))
-                k = tl.where(shifted[:, None, None], em1, e)
-            else:
-                k = g
-            k = tl.where(valid, k, 0.0)
-            flat = tl.reshape(k, (L_PAD, SUB * BLOCK_N))
-            acc += tl.dot(flat, tl.trans(flat), input_precision="ieee", out_dtype=ACC)
-            tl.atomic_add(rows_ptr + layers[:, None] * n + rows[None, :], tl.sum(k, axis=2), mask=lmask[:, None] & rmask[None, :])
-            col_sums += tl.sum(k, axis=1)
-        if ti != tj:
-            tl.atomic_add(rows_ptr + layers[:, None] * n + cols[None, :], col_sums, mask=lmask[:, None] & cmask[None, :])
-        tl.atomic_add(sums_ptr + layers[:, None] * L_PAD + layers[None, :], acc * weight)
+            row_sums = tl.zeros([G, SUB_M], dtype=ACC)
+            for c0 in range(0, BLOCK, SUB_N):
+                cols = (tj * BLOCK + c0 + tl.arange(0, SUB_N)).to(tl.int64)
+                cmask = cols < n
+                ka = _group_tiles(x_ptr, mean_ptr, scale_ptr, sqn_ptr, coef_ptr, shift_ptr, ga * G, rows, rmask, cols, cmask,
+                                  n, d, num_layers, stride_l, stride_n, RBF, ACC, PRECISION, TO_BF16, EMULATE_BF16, G, SUB_M, SUB_N, BLOCK_D)
+                if ga == gb:
+                    acc3 += tl.dot(tl.permute(ka, (1, 0, 2)), tl.permute(ka, (1, 2, 0)), input_precision=PAIR_PRECISION, out_dtype=ACC)
+                    row_sums += tl.sum(ka, axis=2)
+                    if ti != tj:
+                        tl.atomic_add(rows_ptr + la[:, None] * n + cols[None, :], tl.sum(ka, axis=1).to(tl.float64),
+                                      mask=la_ok[:, None] & cmask[None, :])
+                else:
+                    kb = _group_tiles(x_ptr, mean_ptr, scale_ptr, sqn_ptr, coef_ptr, shift_ptr, gb * G, rows, rmask, cols, cmask,
+                                      n, d, num_layers, stride_l, stride_n, RBF, ACC, PRECISION, TO_BF16, EMULATE_BF16, G, SUB_M, SUB_N, BLOCK_D)
+                    acc3 += tl.dot(tl.permute(ka, (1, 0, 2)), tl.permute(kb, (1, 2, 0)), input_precision=PAIR_PRECISION, out_dtype=ACC)
+            if ga == gb:
+                tl.atomic_add(rows_ptr + la[:, None] * n + rows[None, :], row_sums.to(tl.float64), mask=la_ok[:, None] & rmask[None, :])
+        acc = tl.sum(acc3, axis=0)
+        tl.atomic_add(sums_ptr + la[:, None] * stride_sums + lb[None, :], (acc * weight).to(tl.float64))
+        if ga != gb:
+            tl.atomic_add(sums_ptr + lb[:, None] * stride_sums + la[None, :], tl.trans(acc * weight).to(tl.float64))
 
+
+# ---- configurations ---------------------------------------------------------------------------
+
+#: layers per group, rows x columns of a step, feature chunk, by accumulator and alignment. The
+#: per-thread registers grow with G * SUB_M * SUB_N (kernel tiles, operands, their 3xTF32 halves);
+#: these are the largest tiles that compile without spills for sm_80 and sm_90 under Triton 3.6
+#: and 3.9 (fastsim.kernels.targets). Unaligned launches (strides or d not multiples of 16) load
+#: element by element, with a pointer per element: they take half the layers per group.
+_TILES = {
+    # (float64 accumulator, aligned): (G, SUB_M, SUB_N, BLOCK_D)
+    (False, True): (16, 16, 16, 16),
+    (False, False): (8, 16, 16, 16),
+    (True, True): (8, 8, 16, 16),
+    (True, False): (4, 8, 16, 16),
+}
+BLOCK = 64  # the (BLOCK x BLOCK) sample tile of one program
+NUM_WARPS = 8
+
+
+def _runtime(dtype: torch.dtype) -> dict:
+    acc = PTR_NAME[accumulation_dtype(dtype)]
+    return {
+        "x_ptr": PTR_NAME[dtype], "mean_ptr": acc, "scale_ptr": acc, "sqn_ptr": acc, "coef_ptr": acc,
+        "shift_ptr": "*i32", "pairs_ptr": "*i32", "sums_ptr": "*fp64", "rows_ptr": "*fp64",
+        "n": "i32", "d": "i32", "num_layers": "i32", "stride_l": "i32", "stride_n": "i32", "stride_sums": "i32",
+    }
+
+
+def launch_config(dtype: torch.dtype, precision: str, rbf: bool, *, aligned: bool = True, interpret: bool = False) -> LaunchConfig:
+    """The configuration kernel_tile_sums launches for stacked layers of `dtype` (any number of
+    layers: they go in groups of the configuration's G)."""
+    acc = accumulation_dtype(dtype)
+    wide = acc == torch.float64
+    G, sub_m, sub_n, block_d = _TILES[(wide, aligned)]
+    if interpret:  # fewer, larger steps (the interpreter's cost is per step); the same layer groups
+        sub_m = sub_n = BLOCK // 2
+    settings = dot_settings(acc, precision, interpret)
+    # The pair sums' dot: float32 products as 3xTF32 on GPUs whatever the mode (float64: exact).
+    pair = "ieee" if wide or interpret else "tf32x3"
+    constexprs = dict(RBF=bool(rbf), ACC=tl_acc(acc), PRECISION=settings["PRECISION"], PAIR_PRECISION=pair,
+                      TO_BF16=settings["TO_BF16"], EMULATE_BF16=settings["EMULATE_BF16"],
+                      G=G, BLOCK=BLOCK, SUB_M=sub_m, SUB_N=sub_n, BLOCK_D=block_d)
+    label = f"{str(dtype).replace('torch.', '')} {'-' if wide else precision} {'rbf' if rbf else 'linear'}{'' if aligned else ' unaligned'}"
+    return make_config(kernel_tile_kernel, _runtime(dtype), constexprs, num_warps=NUM_WARPS, num_stages=1,
+                       aligned=aligned, label=label)
+
+
+def configs(exhaustive: bool = True) -> list[LaunchConfig]:
+    """Every configuration the dispatch can pick on a GPU (exhaustive=False: a representative
+    subset: float32 at every precision, bfloat16 and float64, RBF, aligned and not, one linear)."""
+    out = []
+    for dtype in INPUT_DTYPES:
+        for precision in (("highest",) if dtype == torch.float64 else ("highest", "high", "medium")):
+            for rbf in (True, False):
+                for aligned in (True, False):
+                    if not exhaustive:
+                        keep = rbf and (dtype in (torch.float32, torch.float64) or (precision == "highest" and aligned))
+                        keep |= not rbf and dtype == torch.float32 and precision == "highest" and aligned
+                        if not keep:
+                            continue
+                    out.append(launch_config(dtype, precision, rbf, aligned=aligned))
+    return unique(out)
+
+
+# ---- launcher ---------------------------------------------------------------------------------
 
 def kernel_tile_sums(
     x: torch.Tensor,
@@ -123,30 +234,38 @@ def kernel_tile_sums(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For stacked layers x (L, n, d): (S (L, L) = sum over all (i, j) of K_a[i, j] K_b[i, j],
     R (L, n) row sums of each K), with K the linear kernel of the centered, scaled rows, or the RBF
-    kernel when `coef` (per layer -1 / (2 sigma^2)) is given. float64 results."""
+    kernel when `coef` (per layer -1 / (2 sigma^2)) is given. float64 results.
+
+    mean (L, d): per-layer mean of the scaled rows; sq_norms (L, n): squared norms of the
+    centered scaled rows (used by the RBF kernel); shifted (L,) bool: layers whose kernel is
+    formed as K - 1 (expm1)."""
     L, n, d = x.shape
     if x.stride(2) != 1:
         x = x.contiguous()
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(x.dtype)
     rbf = coef is not None
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    l_pad = max(16, triton.next_power_of_2(L))
-    # The batched operand is L_PAD x BLOCK_D x BLOCK_N: keep it within ~64 KB of shared memory.
-    wide = l_pad >= 32 or acc == torch.float64
-    block = 32 if interpret or wide else 64
-    block_d = 16 if wide and not interpret else 32
-    tiles = triton.cdiv(n, block)
+    aligned = is_aligned(x, x.stride(0), x.stride(1), d)
+    cfg = launch_config(x.dtype, precision, rbf, aligned=aligned, interpret=interpreting())
+    G = cfg["G"]
+    groups = triton.cdiv(L, G)
     dev = x.device
-    sums = torch.zeros(l_pad, l_pad, dtype=acc, device=dev)
-    rows = torch.zeros(L, n, dtype=acc, device=dev)
+    ga, gb = torch.triu_indices(groups, groups)
+    pairs = torch.stack([ga, gb], 1).to(torch.int32).contiguous().to(dev)
+    l_pad = groups * G
+    sums = torch.zeros(l_pad, l_pad, dtype=torch.float64, device=dev)
+    rows = torch.zeros(L, n, dtype=torch.float64, device=dev)
     zeros = torch.zeros(L, dtype=acc, device=dev)
-    kernel_tile_kernel[(tiles, tiles)](
+    tiles = triton.cdiv(n, BLOCK)
+    if tiles > 65535:
+        raise ValueError(f"the sample-space kernel takes up to {65535 * BLOCK} samples; got n = {n}")
+    kernel_tile_kernel[(tiles, tiles, pairs.shape[0])](
         x,
         mean.to(acc).contiguous(),
         scale.to(acc).contiguous(),
         sq_norms.to(acc).contiguous(),
         (coef if rbf else zeros).to(acc).contiguous(),
         (shifted if rbf else zeros).to(torch.int32).contiguous(),
+        pairs,
         sums,
         rows,
         n,
@@ -154,14 +273,7 @@ def kernel_tile_sums(
         L,
         x.stride(0),
         x.stride(1),
-        RBF=rbf,
-        ACC=tl.float64 if acc == torch.float64 else tl.float32,
-        **dot_settings(acc, precision),
-        L_PAD=l_pad,
-        BLOCK_M=block,
-        BLOCK_N=block,
-        SUB=16,
-        BLOCK_D=block_d,
-        num_stages=1,
+        sums.stride(0),
+        **cfg.launch_args(),
     )
-    return sums.double()[:L, :L], rows.double()
+    return sums[:L, :L], rows

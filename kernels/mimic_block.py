@@ -19,11 +19,12 @@ module's is). The result has the input's dtype.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from .config import LaunchConfig, make_config, unique
+from .precision import INPUT_DTYPES, PTR_NAME, TL_DTYPE, interpreting
 
 ACT_CODES = {"relu": 0, "gelu": 1, "silu": 2, "tanh": 3}
 
@@ -103,17 +104,13 @@ def mimic_block_kernel(
         tl.store(y_ptr + rows[:, None] * stride_y + nc[None, :], y.to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
-_TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32, torch.float64: tl.float64}
-
-
-def _settings(dtype: torch.dtype, precision: str) -> dict:
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+def _settings(dtype: torch.dtype, precision: str, interpret: bool) -> dict:
     if precision not in ("highest", "high", "medium"):
         raise ValueError(f"precision must be 'highest', 'high' or 'medium'; got {precision!r}")
     if dtype == torch.float64:
         return dict(ACC=tl.float64, OP=tl.float64, EMULATE=False, DOT_F32=False, PRECISION="ieee")
     if dtype in (torch.float16, torch.bfloat16):
-        return dict(ACC=tl.float32, OP=_TL[dtype], EMULATE=interpret, DOT_F32=interpret, PRECISION="ieee")
+        return dict(ACC=tl.float32, OP=TL_DTYPE[dtype], EMULATE=interpret, DOT_F32=interpret, PRECISION="ieee")
     if precision == "medium":
         return dict(ACC=tl.float32, OP=tl.bfloat16, EMULATE=interpret, DOT_F32=interpret, PRECISION="ieee")
     mode = "ieee" if interpret else {"highest": "tf32x3", "high": "tf32"}[precision]
@@ -125,7 +122,7 @@ def _settings(dtype: torch.dtype, precision: str) -> dict:
 MAX_WIDTH = 256
 
 
-def launch_config(dtype: torch.dtype, width: int, *, interpret: bool = False) -> dict:
+def tiles(dtype: torch.dtype, width: int, *, interpret: bool = False) -> dict:
     """Tile sizes and pipeline depth for a block of this width and input dtype.
 
     On a GPU the tiles shrink as a hidden row (h elements of the dot operands) grows, so that
@@ -148,6 +145,53 @@ def launch_config(dtype: torch.dtype, width: int, *, interpret: bool = False) ->
     if interpret:
         block_m = 64
     return dict(BLOCK_M=block_m, BLOCK_H=block_h, BLOCK_K=block_k, BLOCK_N=block_n, num_stages=stages)
+
+
+def launch_config(
+    dtype: torch.dtype,
+    width: int,
+    precision: str = "highest",
+    *,
+    activation: str = "relu",
+    residual: bool = False,
+    from_hidden: bool = False,
+    aligned: bool = True,
+    interpret: bool = False,
+) -> LaunchConfig:
+    """The configuration mimic_block launches for input of `dtype` and a hidden layer `width` wide."""
+    if activation not in ACT_CODES:
+        raise ValueError(f"activation must be one of {sorted(ACT_CODES)}; got {activation!r}")
+    t = tiles(dtype, width, interpret=interpret)
+    stages = t.pop("num_stages")
+    constexprs = dict(ACT=ACT_CODES[activation], RESIDUAL=bool(residual), FROM_HIDDEN=bool(from_hidden),
+                      **_settings(dtype, precision, interpret), **t)
+    ptr = PTR_NAME[dtype]
+    runtime = {k: ptr for k in ("x_ptr", "u_ptr", "w1_ptr", "b1_ptr", "g_ptr", "beta_ptr", "w2_ptr", "b2_ptr", "y_ptr")}
+    runtime.update(M="i32", D="i32", H="i32", stride_x="i32", stride_u="i32", stride_y="i32", eps="fp32")
+    prec = precision if dtype == torch.float32 else "-"
+    label = f"{str(dtype).replace('torch.', '')} {prec} h<={t['BLOCK_H']}{' hidden' if from_hidden else ''}"
+    return make_config(mimic_block_kernel, runtime, constexprs, num_warps=4, num_stages=stages, aligned=aligned, label=label)
+
+
+def configs(exhaustive: bool = True) -> list[LaunchConfig]:
+    """Every tile configuration mimic_block can launch on a GPU: each hidden-width bucket (16 ..
+    MAX_WIDTH) x input dtype x precision (float32 only; the others ignore it) x with or without
+    the caller's hidden activations, with GELU and the residual (the activation and the residual
+    change only elementwise code, not the tiles). exhaustive=False: float32 "highest" and
+    float64 at every width, bfloat16 at the widest, without FROM_HIDDEN."""
+    out = []
+    for dtype in INPUT_DTYPES:
+        for precision in (("highest", "high", "medium") if dtype == torch.float32 else ("highest",)):
+            for width in (16, 32, 64, 128, 256):
+                for from_hidden in (False, True):
+                    if not exhaustive:
+                        keep = not from_hidden and (
+                            (dtype == torch.float32 and precision == "highest") or dtype == torch.float64
+                            or (dtype == torch.bfloat16 and width == MAX_WIDTH))
+                        if not keep:
+                            continue
+                    out.append(launch_config(dtype, width, precision, activation="gelu", residual=True, from_hidden=from_hidden))
+    return unique(out)
 
 
 def mimic_block(
@@ -178,7 +222,7 @@ def mimic_block(
         raise ValueError(f"width: the fused kernel takes blocks up to {MAX_WIDTH} wide; got {H} (use fused=False)")
     if w1.shape != (H, D) or w2.shape != (D, H) or b1.shape != (H,) or b2.shape != (D,) or gamma.shape != (H,) or beta.shape != (H,):
         raise ValueError(f"weights do not fit a block of width {H} on {D} features")
-    if x.dtype not in _TL:
+    if x.dtype not in TL_DTYPE:
         raise TypeError(f"x must be float16, bfloat16, float32 or float64; got {x.dtype}")
     x = x if x.stride(1) == 1 else x.contiguous()
     w1, b1, gamma, beta, w2, b2 = (t.contiguous() for t in (w1, b1, gamma, beta, w2, b2))
@@ -189,14 +233,13 @@ def mimic_block(
     y = torch.empty((M, D), dtype=x.dtype, device=x.device)
     if M == 0:
         return y
-    cfg = launch_config(x.dtype, H, interpret=os.environ.get("TRITON_INTERPRET") == "1")
+    cfg = launch_config(x.dtype, H, precision, activation=activation, residual=residual, from_hidden=hidden is not None,
+                        interpret=interpreting())
     grid = (triton.cdiv(M, cfg["BLOCK_M"]),)
     u = hidden if hidden is not None else x
     mimic_block_kernel[grid](
         x, u, w1, b1, gamma, beta, w2, b2, y,
         M, D, H, x.stride(0), u.stride(0), y.stride(0), float(eps),
-        ACT=ACT_CODES[activation], RESIDUAL=bool(residual), FROM_HIDDEN=hidden is not None,
-        **cfg,
-        **_settings(x.dtype, precision),
+        **cfg.launch_args(),
     )
     return y
