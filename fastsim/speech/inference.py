@@ -1,6 +1,7 @@
 """A model at inference: eval mode for a while, torch's CPU threads for a while, its parameter
 count, and the time a call takes.
 
+* ``device_for(spec)`` — the torch device a ``--device``-style string names, checked to exist here.
 * ``eval_mode(*modules)`` — the modules in eval mode inside the block, each put back in the mode
   it had on exit (also when the body raises).
 * ``torch_threads(n)`` — torch's CPU thread count set to ``n`` inside the block, then restored.
@@ -19,6 +20,34 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+
+
+def device_for(spec: str | torch.device | None) -> torch.device:
+    """The device ``spec`` names (None: CUDA when available, else the CPU), checked to be usable
+    here: ValueError saying why for a name torch does not know ("foo") and for a device this
+    machine or this torch build lacks (``cuda`` on a CPU-only build, ``cuda:3`` with one GPU)."""
+    if spec is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"{spec!r} is not a torch device (e.g. cpu, cuda, cuda:1): {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise ValueError(f"{spec!r}: no CUDA device is usable here (torch {torch.__version__}, {build})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    elif dev.type == "meta":
+        raise ValueError(f"{spec!r}: the meta device holds no values; a model cannot run on it")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(1, device=dev)
+        except Exception as e:  # (each backend raises its own type, some with pages of detail)
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"{spec!r}: torch cannot use this device here ({type(e).__name__}: {first})") from None
+    return dev
 
 
 @contextlib.contextmanager
