@@ -45,7 +45,7 @@ def test_two_blocks_like_a_speech_model():
 def test_complete_linkage_does_not_chain():
     # 0~1 and 1~2 are similar, 0 and 2 are not: no block may contain both 0 and 2.
     S = np.array([[1.0, 0.95, 0.2], [0.95, 1.0, 0.9], [0.2, 0.9, 1.0]])
-    blocks = find_blocks(S, threshold=0.85)
+    blocks = find_blocks(S, threshold=0.85, min_contrast=0)  # (the linkage, not the contrast rule, is tested)
     assert blocks == [(0, 1)]
 
 
@@ -57,3 +57,49 @@ def test_edge_cases_and_errors():
         find_blocks(np.ones((2, 3)))
     with pytest.raises(ValueError, match="NaN"):
         find_blocks(np.array([[1.0, np.nan], [np.nan, 1.0]]))
+
+
+def smooth(L=13, step=0.007, seed=0):
+    """Similarity that only falls off with layer distance (a random-weight model's picture)."""
+    i = np.arange(L)
+    S = 1 - step * np.abs(i[:, None] - i[None, :]) + np.random.default_rng(seed).normal(0, 1e-4, (L, L))
+    S = (S + S.T) / 2
+    np.fill_diagonal(S, 1.0)
+    return S
+
+
+def test_a_smooth_matrix_has_no_block_structure():
+    """Otsu alone cuts a smooth matrix (CKA 0.91 .. 0.99) into 3-4 'blocks'; the contrast test refuses them."""
+    from fastsim.blocks import block_structure
+
+    for S in (smooth(), smooth(25, 0.004, seed=1)):
+        found = block_structure(S)
+        assert found.blocks == [] and not found.structured
+        assert len(found.candidates) >= 2 and abs(found.contrast) < 0.01  # the bare cut's inventions
+        assert "no block structure" in found.describe()
+        assert find_blocks(S) == []
+        assert find_blocks(S, min_contrast=0) == found.candidates
+
+
+def test_real_blocks_on_a_smooth_falloff_are_found():
+    """Two blocks of the paper's kind on top of a falloff with distance: the boundary drop is the structure."""
+    from fastsim.blocks import block_structure
+
+    S = smooth()
+    S[:6, 6:] -= 0.25  # layers 0-5 and 6-12 are two blocks
+    S[6:, :6] -= 0.25
+    found = block_structure(S)
+    assert found.blocks == [(0, 5), (6, 12)] and found.contrast > 0.2
+    assert "contrast" in found.describe()
+
+
+def test_contrast_and_min_contrast_checks():
+    from fastsim.blocks import block_structure, contrast
+
+    S = np.array([[1.0, 0.9, 0.5], [0.9, 1.0, 0.5], [0.5, 0.5, 1.0]])
+    assert contrast(S, [(0, 1), (2, 2)]) == pytest.approx(0.4)  # distance 1: 0.9 inside, 0.5 across
+    assert contrast(S, [(0, 2)]) is None  # nothing crosses a boundary
+    with pytest.raises(ValueError, match="min_contrast"):
+        block_structure(S, min_contrast=-0.1)
+    with pytest.raises(ValueError, match="threshold must be a finite number"):
+        find_blocks(S, threshold=float("nan"))

@@ -11,10 +11,13 @@ Strategies (each gives an order of removal; ``plan`` takes its first ``n_remove`
 one strategy are nested: level n + 1 removes what level n removes and one layer more):
 
 * ``"block"`` — the paper's approach: detect the blocks of mutually similar consecutive layers
-  (``fastsim.blocks.find_blocks`` on the layer rows; ``threshold`` as there) and remove layers
-  *inside* them, keeping each block's first and last layer. Repeatedly, from the block with the
-  most removable layers left, the layer with the highest mean similarity to the rest of its block.
-  It can remove at most the blocks' inner layers; asking for more raises.
+  (``fastsim.blocks.block_structure`` on the layer rows; ``threshold`` and ``min_contrast`` as
+  there) and remove layers *inside* them, keeping each block's first and last layer. Repeatedly,
+  from the block with the most removable layers left, the layer with the highest mean similarity
+  to the rest of its block. It can remove at most the blocks' inner layers; asking for more
+  raises. A matrix without block structure (similarity that only falls off with layer distance,
+  as in a random-weight model) has no blocks: the strategy removes nothing and ``plan`` says why
+  (``layer_blocks``) instead of inventing blocks.
 * ``"adjacent"`` — greedy: among the layers still kept, remove the one most similar to its kept
   successor (similarity of their outputs), then look again. The last layer is never removed.
 * ``"block_influence"`` — ShortGPT's block influence, 1 − cos(input of layer i, output of layer i),
@@ -33,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..blocks import find_blocks
+from ..blocks import MIN_CONTRAST, BlockStructure, block_structure
 from .surgery import check_layers
 
 STRATEGIES = ("block", "adjacent", "block_influence", "last", "first", "alternate", "random")
@@ -60,8 +63,16 @@ def _matrix(similarity: Any, include_input: bool, num_layers: int | None) -> tup
     return S, L
 
 
-def _block_order(layer_sim: np.ndarray, threshold: float | None) -> list[int]:
-    blocks = find_blocks(layer_sim, threshold)
+def layer_blocks(similarity: Any, *, include_input: bool = True, num_layers: int | None = None,
+                 threshold: float | None = None, min_contrast: float = MIN_CONTRAST) -> BlockStructure:
+    """The block structure the "block" strategy reads: ``block_structure`` of the layer rows (the
+    stack input row left out), indexed by layer (0-based)."""
+    S, _ = _matrix(similarity, include_input, num_layers)
+    return block_structure(S[1:, 1:] if include_input else S, threshold, min_contrast=min_contrast)
+
+
+def _block_order(layer_sim: np.ndarray, structure: BlockStructure) -> list[int]:
+    blocks = structure.blocks
     inner = {b: list(range(b[0] + 1, b[1])) for b in blocks}
     members = {b: list(range(b[0], b[1] + 1)) for b in blocks}
     order: list[int] = []
@@ -97,8 +108,10 @@ def removal_order(
     num_layers: int | None = None,
     seed: int = 0,
     threshold: float | None = None,
+    min_contrast: float = MIN_CONTRAST,
 ) -> list[int]:
-    """The full order in which a strategy removes layers (as long as it can go)."""
+    """The full order in which a strategy removes layers (as long as it can go); [] for "block"
+    on a matrix without block structure."""
     if not isinstance(strategy, str):
         if num_layers is None and similarity is None:
             raise ValueError("an explicit layer list needs num_layers (or the similarity matrix) to check the indices")
@@ -114,7 +127,7 @@ def removal_order(
         S, L = _matrix(similarity, include_input, num_layers)
         layer_sim = S[1:, 1:] if include_input else S
         if strategy == "block":
-            return _block_order(layer_sim, threshold)
+            return _block_order(layer_sim, block_structure(layer_sim, threshold, min_contrast=min_contrast))
         if strategy == "adjacent":
             return _adjacent_order(layer_sim)
         if not include_input:
@@ -154,6 +167,7 @@ def plan(
     num_layers: int | None = None,
     seed: int = 0,
     threshold: float | None = None,
+    min_contrast: float = MIN_CONTRAST,
 ) -> list[int]:
     """The ``n_remove`` layers (0-based, sorted) that ``strategy`` removes. See the module docs for
     the strategies and the matrix layout; ``similarity`` may be None for the orders that do not
@@ -161,9 +175,15 @@ def plan(
     if isinstance(n_remove, bool) or not isinstance(n_remove, (int, np.integer)) or n_remove < 0:
         raise ValueError(f"n_remove must be an integer >= 0; got {n_remove!r}")
     order = removal_order(similarity, strategy, include_input=include_input, num_layers=num_layers, seed=seed,
-                          threshold=threshold)
+                          threshold=threshold, min_contrast=min_contrast)
     if n_remove > len(order):
         name = strategy if isinstance(strategy, str) else "the given list"
+        if name == "block":
+            structure = layer_blocks(similarity, include_input=include_input, num_layers=num_layers,
+                                     threshold=threshold, min_contrast=min_contrast)
+            if not structure.structured:
+                raise ValueError(f"n_remove={n_remove}: strategy 'block' has nothing to remove, the similarity matrix "
+                                 f"has {structure.describe()}")
         why = {"block": " (the layers inside the detected blocks; each block keeps its first and last layer)"}.get(name, "")
         raise ValueError(f"n_remove={n_remove} is too large: strategy {name!r} can remove at most {len(order)} layer(s){why}")
     return sorted(order[: int(n_remove)])
