@@ -20,6 +20,12 @@ SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 #: Sample rates outside this range are rejected as a likely mistake (e.g. kHz given as Hz).
 MIN_RATE, MAX_RATE = 1_000, 384_000
+#: Clips whose peak magnitude exceeds this are rejected as not audio. Float audio is nominally
+#: within +-1; even integer PCM stored unscaled as float (32-bit: +-2.1e9) stays below it, while a
+#: corrupt float file can hold values near the float32 maximum (3.4e38), where resampling and the
+#: per-clip normalization overflow to Inf and NaN. Below 1e10 a clip of any length is safe: its
+#: float32 sum of squares stays far under the float32 maximum.
+MAX_AMPLITUDE = 1e10
 
 
 def audio_files(folder: str | os.PathLike) -> list[str]:
@@ -87,7 +93,8 @@ def load_audio(source: Any, sample_rate: int | None = None, *, name: str | None 
 
     source: a path (any format soundfile reads: wav, flac, ogg, ...) or a 1-D array / tensor
     (then ``sample_rate`` is required). Multi-channel audio is averaged to mono.
-    Raises AudioError naming the file for unreadable, empty or non-finite audio and bad rates."""
+    Raises AudioError naming the file for unreadable, empty or non-finite audio, sample values
+    beyond ``MAX_AMPLITUDE`` and bad rates."""
     if isinstance(source, (str, os.PathLike)):
         import soundfile
 
@@ -120,4 +127,8 @@ def load_audio(source: Any, sample_rate: int | None = None, *, name: str | None 
         raise AudioError(f"{label}: the audio is empty (0 samples)")
     if not np.isfinite(data).all():
         raise AudioError(f"{label}: the audio contains NaN or Inf")
+    peak = float(np.abs(data).max())
+    if peak > MAX_AMPLITUDE:
+        raise AudioError(f"{label}: sample values up to {peak:.3g} are not audio (float audio lies within +-1; "
+                         f"fastsim takes peaks up to {MAX_AMPLITUDE:.0e}): a corrupt or mis-scaled file?")
     return resample(data.astype(np.float32), rate, SAMPLE_RATE)

@@ -69,13 +69,22 @@ class Batch:
 @dataclass
 class Forward:
     """One forward pass: the clips it ran (indices into the waves given), the model's output, each
-    clip's number of frames, and the transformer stack's input (B, T, D) when it was asked for
-    (what ``model.encoder`` received, before the encoder zeroes padding frames)."""
+    clip's number of frames in the transformer stack (``output.hidden_states``), and the stack's
+    input (B, T, D) when it was asked for (what ``model.encoder`` received, before the encoder
+    zeroes padding frames). ``output_frames``: each clip's frames in ``output.last_hidden_state``
+    where they differ from the stack's (a model with an adapter after the stack, which changes
+    the frame rate); None: the same."""
 
     indices: list[int]
     output: Any
     frames: list[int]
     stack_input: torch.Tensor | None = None
+    output_frames: list[int] | None = None
+
+    @property
+    def last_frames(self) -> list[int]:
+        """Each clip's frames in ``output.last_hidden_state``."""
+        return self.frames if self.output_frames is None else self.output_frames
 
 
 def _source_name(src: Any, i: int) -> str:
@@ -137,6 +146,15 @@ def pad(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
+def stack_frame_counts(model: torch.nn.Module, samples: Sequence[int]) -> tuple[list[int], list[int] | None]:
+    """Frames of clips of these lengths in the transformer stack and, for a model with an adapter
+    after the stack (``config.add_adapter``: it shortens the sequence), in its output; else None."""
+    if not getattr(model.config, "add_adapter", False):
+        return frame_counts(model, samples), None
+    stack = model._get_feat_extract_output_lengths(torch.as_tensor(list(samples), dtype=torch.long), add_adapter=False)
+    return [int(v) for v in stack], frame_counts(model, samples)
+
+
 def frame_mask(frames: Sequence[int], num_frames: int, device: torch.device | str) -> torch.Tensor:
     """(B, T) bool mask of each clip's own frames, given their counts."""
     counts = torch.as_tensor(list(frames), device=device)
@@ -188,7 +206,8 @@ def _forward_batches(model: torch.nn.Module, waves: Sequence[np.ndarray], batch_
             finally:
                 if hook is not None:
                     hook.remove()
-            yield Forward(group, out, frame_counts(model, [w.size for w in ws]), captured.get("x"))
+            frames, output_frames = stack_frame_counts(model, [w.size for w in ws])
+            yield Forward(group, out, frames, captured.get("x"), output_frames)
 
 
 def hidden_state_batches(
@@ -223,9 +242,10 @@ def hidden_state_batches(
             if all_layers and (states is None or len(states) != L + 1):
                 raise ModelError(f"{type(model).__name__} did not return the {L + 1} hidden states "
                                  f"(stack input + every layer) that output_hidden_states=True asks for")
-            if all_layers and out.last_hidden_state.shape == states[-1].shape:  # (an adapter changes the frame rate)
+            if all_layers and f.output_frames is None and out.last_hidden_state.shape == states[-1].shape:
+                # (with an adapter, last_hidden_state is at the adapter's frame rate: not the stack's output)
                 states = (*states[:-1], out.last_hidden_state)
-            mask = frame_mask(f.frames, states[0].shape[1], states[0].device)
+            mask = frame_mask(f.frames if all_layers else f.last_frames, states[0].shape[1], states[0].device)
             yield Batch(tuple(states), mask, [clips[i][0] for i in f.indices])
             if bar is not None:
                 bar.update(sum(clips[i][1].size for i in f.indices))

@@ -65,16 +65,20 @@ class LoadedClips:
 
 
 def load_labelled(clips: Sequence[Any]) -> LoadedClips:
-    """Read labelled clips (``Clip(path, label)``s) once; unreadable ones are skipped and listed."""
+    """Read labelled clips (``Clip(path, label)``s) once; unreadable ones are skipped and listed.
+    Every listing is kept, in order: a file listed twice (under two labels, say) is read once and
+    appears twice, with each listing's label."""
     if isinstance(clips, LoadedClips):
         return clips
     paths = [os.fspath(c.path) for c in clips]
     labels = [str(c.label) for c in clips]
-    waves, failures = load_clips(paths)
-    by_path = dict(zip(paths, labels))
-    if not waves:
+    distinct = list(dict.fromkeys(paths))
+    read, failures = load_clips(distinct)
+    wave_of = dict(read)
+    kept = [i for i, p in enumerate(paths) if p in wave_of]
+    if not kept:
         raise no_usable_audio(len(paths), failures)
-    return LoadedClips(waves, np.array([by_path[name] for name, _ in waves]), failures)
+    return LoadedClips([(paths[i], wave_of[paths[i]]) for i in kept], np.array([labels[i] for i in kept]), failures)
 
 
 def stratified_split(labels: np.ndarray, *, seed: int = 0, test_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
