@@ -5,6 +5,10 @@ A checkpoint directory holds ``mimic.safetensors`` + ``mimic.json`` (weights, co
 weights and moments are written to ``next/`` first, each stamped with its step; writing
 ``state.json`` commits them, and they are then moved into place (a resume finishes that move if it
 was interrupted), so an interruption at any point leaves a checkpoint whose files belong together.
+
+A checkpoint is never replaced by accident: a run into a directory that holds one must either
+resume it or be told to overwrite it (``Checkpoint.check_start``). A damaged checkpoint (a truncated
+file, a ``state.json`` that is not one) raises ``CheckpointError`` naming the file.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ import torch
 
 from ..speech.files import write_json
 from .network import MimickingNetwork
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: damaged, inconsistent, made with other settings, or one
+    that a new run would overwrite without being asked to."""
+
 
 #: the files of a checkpoint that ``state.json`` commits, in the order they are moved into place
 #: (mimic.json, whose step says which save the set belongs to, last)
@@ -54,18 +63,41 @@ def load_optimizer(opt: torch.optim.Optimizer, path: str, meta: dict[str, Any], 
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def _damaged(path: str, e: BaseException) -> CheckpointError:
+    return CheckpointError(f"the checkpoint file {path} is damaged or not a checkpoint file ({type(e).__name__}: {e}); "
+                           f"restore it, or start afresh")
+
+
+def read_json(path: str) -> dict[str, Any]:
+    """A checkpoint's JSON file as a dict; CheckpointError naming the file when it is not one."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # (JSONDecodeError is a ValueError)
+        raise _damaged(path, e) from None
+    if not isinstance(data, dict):
+        raise _damaged(path, TypeError(f"a JSON object was expected, not {type(data).__name__}"))
+    return data
+
+
 def step_of(path: str) -> int | None:
-    """The step a checkpoint file was written at (None: absent, or a checkpoint without stamps)."""
+    """The step a checkpoint file was written at (None: absent, or a checkpoint without stamps);
+    CheckpointError naming the file when it cannot be read."""
     if not os.path.exists(path):
         return None
-    if path.endswith(".json"):
-        with open(path) as f:
-            return json.load(f).get("step")
-    from safetensors import safe_open
+    try:
+        if path.endswith(".json"):
+            step = read_json(path).get("step")
+        else:
+            from safetensors import safe_open
 
-    with safe_open(path, framework="pt") as f:
-        step = (f.metadata() or {}).get("step")
-    return None if step is None else int(step)
+            with safe_open(path, framework="pt") as f:
+                step = (f.metadata() or {}).get("step")
+        return None if step is None else int(step)
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors raises its own SafetensorError, OSError, ...
+        raise _damaged(path, e) from None
 
 
 def promote(folder: str, step: int) -> None:
@@ -90,28 +122,65 @@ class Checkpoint:
     def exists(self) -> bool:
         return os.path.exists(os.path.join(self.folder, "state.json"))
 
+    def committed_step(self) -> int | None:
+        """The step of the committed save (None: no checkpoint here); CheckpointError when its
+        state.json cannot be read."""
+        if not self.exists():
+            return None
+        path = os.path.join(self.folder, "state.json")
+        step = read_json(path).get("step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise _damaged(path, ValueError(f"its step is {step!r}, not a step number"))
+        return step
+
+    def check_start(self, resume: bool, overwrite: bool) -> None:
+        """Refuse to start a run that would silently replace this checkpoint: when one exists,
+        ``resume`` (continue it) or ``overwrite`` (start afresh; it is replaced at the first save)
+        must be given."""
+        if resume and overwrite:
+            raise CheckpointError("resume and overwrite exclude each other: continue the checkpoint, or replace it")
+        if overwrite:
+            return
+        step = self.committed_step()  # (a damaged state.json is reported now, before any work)
+        if step is not None and not resume:
+            raise CheckpointError(f"{self.folder} holds a checkpoint (step {step}); resume it, or overwrite it to "
+                                  f"start afresh (it is then replaced at the new run's first save)")
+
     def resume(self, mimic: MimickingNetwork, opt: torch.optim.Optimizer, device: torch.device,
                steps: int) -> tuple[int, dict[str, list[float]]]:
         """Load the committed save into ``mimic`` and ``opt``; returns (its step, the loss history).
         Raises ValueError when it was made with other settings, is inconsistent, or is past ``steps``."""
         ck = self.folder
-        with open(os.path.join(ck, "state.json")) as f:
-            state = json.load(f)
+        state_path = os.path.join(ck, "state.json")
+        start = self.committed_step()
+        state = read_json(state_path)
+        if not (isinstance(state.get("settings"), dict) and isinstance(state.get("optimizer"), dict)
+                and isinstance(state.get("history"), dict)):
+            raise _damaged(state_path, KeyError("settings, optimizer and history are not all there"))
         differ = sorted(k for k in self.settings if state["settings"].get(k) != self.settings[k])
         if differ:
-            raise ValueError(f"resume: the checkpoint in {ck} was made with other settings ({', '.join(differ)}); "
-                             f"use the same ones or another checkpoint_dir")
-        start = int(state["step"])
+            raise CheckpointError(f"resume: the checkpoint in {ck} was made with other settings ({', '.join(differ)}); "
+                                  f"use the same ones or another checkpoint_dir")
+        if start > steps:
+            raise CheckpointError(f"resume: the checkpoint is at step {start}, past steps={steps}")
         promote(ck, start)
         stamps = {n: step_of(os.path.join(ck, n)) for n in ("mimic.json", "optimizer.safetensors")}
         if any(v is not None and v != start for v in stamps.values()):
-            raise ValueError(f"resume: the checkpoint in {ck} is inconsistent: state.json is at step {start}, "
-                             f"but {', '.join(f'{n} at step {v}' for n, v in stamps.items())}")
-        loaded = MimickingNetwork.load(os.path.join(ck, "mimic.safetensors"))
-        mimic.load_state_dict(loaded.state_dict())
-        load_optimizer(opt, os.path.join(ck, "optimizer.safetensors"), state["optimizer"], device)
-        if start > steps:
-            raise ValueError(f"resume: the checkpoint is at step {start}, past steps={steps}")
+            raise CheckpointError(f"resume: the checkpoint in {ck} is inconsistent: state.json is at step {start}, "
+                                  f"but {', '.join(f'{n} at step {v}' for n, v in stamps.items())}")
+        weights = os.path.join(ck, "mimic.safetensors")
+        try:
+            loaded = MimickingNetwork.load(weights)
+            mimic.load_state_dict(loaded.state_dict())
+        except FileNotFoundError as e:
+            raise CheckpointError(f"resume: {e}") from None
+        except Exception as e:  # truncated or foreign weights: SafetensorError, RuntimeError (shapes), ...
+            raise _damaged(weights, e) from None
+        moments = os.path.join(ck, "optimizer.safetensors")
+        try:
+            load_optimizer(opt, moments, state["optimizer"], device)
+        except Exception as e:
+            raise _damaged(moments, e) from None
         return start, state["history"]
 
     def save(self, step: int, mimic: MimickingNetwork, opt: torch.optim.Optimizer, targets: tuple[int, ...],

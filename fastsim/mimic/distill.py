@@ -22,13 +22,17 @@ Checkpoints (every ``checkpoint_every`` steps and at the end, atomically, the la
 (AdamW moments) and ``state.json`` (step, settings, loss history), atomic as a set
 (``fastsim.mimic.checkpoint``). ``resume=True`` continues from
 them (and starts afresh where there are none yet); settings that change the run (lr, seed, batch,
-crop, loss, clips, mimic config, caching) must match; ``steps`` may grow.
+crop, loss, clips, mimic config, caching) must match; ``steps`` may grow. A checkpoint is never
+replaced silently: into a ``checkpoint_dir`` that holds one, a run needs ``resume=True`` or
+``overwrite=True`` (start afresh; the old checkpoint stays until the new run's first save).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -188,7 +192,8 @@ class _Batches:
 
 
 def _check_arguments(model: torch.nn.Module, loss: str, steps: int, batch_size: int, checkpoint_every: int, lr: float,
-                     crop_seconds: float | None, resume: bool, checkpoint_dir: Any) -> None:
+                     weight_decay: float, crop_seconds: float | None, resume: bool, overwrite: bool,
+                     checkpoint_dir: Any) -> None:
     check_model(model)
     if getattr(model.config, "add_adapter", False):
         raise ValueError("model: it has an adapter after the stack (config.add_adapter), which changes the frame rate; "
@@ -198,12 +203,15 @@ def _check_arguments(model: torch.nn.Module, loss: str, steps: int, batch_size: 
     for name, v in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int; got {v!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0; got {lr!r}")
-    if crop_seconds is not None and not crop_seconds >= 0.025:
-        raise ValueError(f"crop_seconds must be at least 0.025 (one frame) or None; got {crop_seconds!r}")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir")
+    if not (isinstance(lr, numbers.Real) and 0 < lr < math.inf):
+        raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+    if not (isinstance(weight_decay, numbers.Real) and 0 <= weight_decay < math.inf):
+        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
+    if crop_seconds is not None and not (isinstance(crop_seconds, numbers.Real) and 0.025 <= crop_seconds < math.inf):
+        raise ValueError(f"crop_seconds must be a finite number of seconds, at least 0.025 (one frame), or None; "
+                         f"got {crop_seconds!r}")
+    if (resume or overwrite) and checkpoint_dir is None:
+        raise ValueError(f"{'resume' if resume else 'overwrite'}=True needs checkpoint_dir")
 
 
 def _network(mimic: MimickingNetwork | MimicConfig | None, dim: int, seed: int) -> MimickingNetwork:
@@ -250,6 +258,7 @@ def distill(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     resume: bool = False,
+    overwrite: bool = False,
     seed: int = 0,
     sample_rate: int | None = None,
     strict: bool = False,
@@ -257,8 +266,13 @@ def distill(
 ) -> DistillResult:
     """Train ``mimic`` (default: the paper's 1-block h = 64 mimicker of the model's width) to map
     the model's stack input to its stack output (and each earlier block to its target layer) on
-    ``audio``; see the module docs. Returns a DistillResult; the mimic is in eval mode."""
-    _check_arguments(model, loss, steps, batch_size, checkpoint_every, lr, crop_seconds, resume, checkpoint_dir)
+    ``audio``; see the module docs. Returns a DistillResult; the mimic is in eval mode. Raises
+    CheckpointError (a ValueError) before any work when ``checkpoint_dir`` holds a checkpoint and
+    neither ``resume`` nor ``overwrite`` is given, and when a checkpoint to resume is damaged."""
+    _check_arguments(model, loss, steps, batch_size, checkpoint_every, lr, weight_decay, crop_seconds, resume,
+                     overwrite, checkpoint_dir)
+    if checkpoint_dir is not None:
+        Checkpoint(checkpoint_dir, {}).check_start(resume, overwrite)
     D, L = model.config.hidden_size, model.config.num_hidden_layers
     mimic = _network(mimic, D, seed)
     layers = mimic.config.resolved_targets(L)

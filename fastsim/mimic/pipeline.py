@@ -14,7 +14,6 @@ a ``DistillReport``: ``summary()`` prints the reductions, ``save(dir)`` writes t
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..analysis import analyze
+from ..speech.files import staged_directory, write_json
 from ..speech.probes import pooled_features, probe_accuracy
 from ..speech.synth import SynthesisError
 from ..speech.tasks import load_labelled, task_clips
@@ -45,11 +45,11 @@ def similarity_targets(model: torch.nn.Module, audio: Sequence[Any], depth: int,
     L = model.config.num_hidden_layers
     res = analyze(model, audio, metrics=["cka"], include_input=False, progress=progress)
     ends = [b + 1 for _, b in res.blocks["cka"]][: depth - 1]
-    names = ", ".join(res.block_names("cka"))
+    found = res.block_note("cka")
     if len(ends) == depth - 1 and all(e < L for e in ends):
-        return (*ends, L), f"similarity blocks (linear CKA): {names}"
+        return (*ends, L), f"similarity blocks (linear CKA): {found}"
     even = tuple(round(L * (b + 1) / depth) for b in range(depth))
-    return even, f"similarity blocks (linear CKA): {names or 'none'}; too few for {depth} blocks, evenly spaced instead"
+    return even, f"similarity blocks (linear CKA): {found}; too few for {depth} blocks, evenly spaced instead"
 
 
 def choose_targets(model: torch.nn.Module, audio: Sequence[Any], depth: int, given: Sequence[int] | None = None, *,
@@ -113,18 +113,18 @@ class DistillReport:
                              f"({100 * p.relative:.0f} % of full)"
                              + ("" if p.baseline is None else f"; no-distillation baseline {100 * p.baseline:.1f} %"))
         else:
-            lines.append("probe accuracy: no tasks (--tasks '')")
+            lines.append("probe accuracy: not measured (no probe tasks were given)")
         return "\n".join(lines)
 
     def save(self, out: str | os.PathLike) -> list[str]:
-        """Write mimic.safetensors (+ mimic.json: config, targets, teacher) and report.json into out."""
-        os.makedirs(out, exist_ok=True)
-        saved = self.distilled.mimic.save(os.path.join(out, "mimic.safetensors"),
-                                          {"targets": list(self.distilled.targets), "teacher": self.model_name})
-        path = os.path.join(out, "report.json")
-        with open(path, "w") as f:
-            json.dump(self.to_json(), f, indent=2, default=float)
-        return [saved, path]
+        """Write mimic.safetensors (+ mimic.json: config, targets, teacher) and report.json into out,
+        as a set (``fastsim.speech.files.staged_directory``: an interrupted save changes nothing)."""
+        names = ("mimic.safetensors", "report.json")
+        with staged_directory(out, last="report.json") as stage:
+            self.distilled.mimic.save(os.path.join(stage, names[0]),
+                                      {"targets": list(self.distilled.targets), "teacher": self.model_name})
+            write_json(os.path.join(stage, names[1]), self.to_json())
+        return [os.path.join(os.fspath(out), n) for n in names]
 
 
 def _probe_task(task: str, seed: int):
@@ -150,6 +150,7 @@ def run_pipeline(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     resume: bool = False,
+    overwrite: bool = False,
     tasks: Sequence[str] = ("keywords", "speakers"),
     baseline_steps: int | None = 300,
     time_batch: int | None = None,
@@ -164,8 +165,9 @@ def run_pipeline(
 ) -> DistillReport:
     """Distill ``model``'s stack into a mimic of ``config`` on ``audio`` and measure the reductions.
 
-    cache_targets None: on for the CPU, off for CUDA. tasks: probe tasks (``task_clips`` names or
-    label folders); baseline_steps None: no baseline. Timing defaults: on CUDA batch 128 x 1 s, 100
+    cache_targets None: on for the CPU, off for CUDA. resume / overwrite: what to do with a checkpoint
+    already in checkpoint_dir (``distill``: one of them is needed when there is one). tasks: probe
+    tasks (``task_clips`` names or label folders); baseline_steps None: no baseline. Timing defaults: on CUDA batch 128 x 1 s, 100
     warm-up and 50 timed passes; on the CPU 2 x 2 s, 1 and 3. ``log`` gets the progress lines
     (skipped clips, the distillation's loss); ``started``, a ``time.perf_counter()`` value, is
     where the first stage's clock starts (default: now). Raises TaskError for a task that cannot
@@ -178,7 +180,8 @@ def run_pipeline(
     cache = not cuda if cache_targets is None else cache_targets
     res = distill(model, audio, mimic=config, loss=loss, lr=lr, weight_decay=weight_decay, steps=steps,
                   batch_size=batch_size, crop_seconds=crop_seconds, cache_targets=cache, checkpoint_dir=checkpoint_dir,
-                  checkpoint_every=checkpoint_every, resume=resume, seed=seed, strict=strict, progress=progress)
+                  checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, seed=seed, strict=strict,
+                  progress=progress)
     for f in res.failures:
         say(f"skipped {f.source}: {f.reason}")
     say(f"distilled: {len(res.losses)} steps in {res.seconds:.1f} s ({'teacher frames cached' if cache else 'targets on the fly'}); "

@@ -15,13 +15,13 @@ The similarity matrices that "block", "adjacent" and "block_influence" read are 
 the unpruned model over the same clips (``fastsim.analyze``, frames, stack input included; no
 labels are used): linear CKA for "block" and "adjacent", mean per-frame cosine for
 "block_influence" (``plans.DEFAULT_METRIC``; pass ``similarity`` to use your own). A level that a
-strategy cannot reach (more layers than "block" finds inside blocks) is reported as not possible.
+strategy cannot reach (more layers than "block" finds inside blocks) is reported as not possible;
+on a matrix without block structure "block" removes nothing, and the summary says so.
 Plans that coincide (every strategy at level 0, for one) run once.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -30,11 +30,13 @@ import numpy as np
 import torch
 
 from ..analysis import analyze
+from ..blocks import MIN_CONTRAST
 from ..speech.audio import SAMPLE_RATE
+from ..speech.files import staged_directory, write_json
 from ..speech.inference import Stopwatch, count_parameters
 from ..speech.probes import pooled_features, probe_accuracy
 from ..speech.tasks import LoadedClips, load_labelled, task_clips
-from .plans import DEFAULT_METRIC, NEEDS_SIMILARITY, STRATEGIES, removal_order
+from .plans import DEFAULT_METRIC, NEEDS_SIMILARITY, STRATEGIES, layer_blocks, removal_order
 from .surgery import find_layer_stack, kept_layers, skip_layers
 
 DEFAULT_STRATEGIES = ("block", "adjacent", "block_influence", "last", "first", "random")
@@ -113,6 +115,11 @@ class SweepResult:
             lines.append("")
             lines.append("removal order (the deepest level each strategy reached, layers 0-based):")
             lines += [f"  {s:>15}: {r}" for s, r in removed.items()]
+        blocks = self.settings.get("blocks")
+        if blocks:
+            lines.append("")
+            metric = self.settings.get("similarity_metrics", {}).get("block", "cka")
+            lines.append(f"block strategy ({metric}, layers 0-based): {blocks}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -121,12 +128,12 @@ class SweepResult:
         return out
 
     def save(self, out: str | os.PathLike) -> list[str]:
-        """Write prune.json and prune.png (relative accuracy and time against layers removed)."""
-        os.makedirs(out, exist_ok=True)
-        js = os.path.join(out, "prune.json")
-        with open(js, "w") as fh:
-            json.dump(self.to_json(), fh, indent=1)
-        return [js, self.plot(os.path.join(out, "prune.png"))]
+        """Write prune.json and prune.png (relative accuracy and time against layers removed) into
+        out, as a set (``fastsim.speech.files.staged_directory``: an interrupted save changes nothing)."""
+        with staged_directory(out, last="prune.json") as stage:
+            write_json(os.path.join(stage, "prune.json"), self.to_json(), indent=1)
+            self.plot(os.path.join(stage, "prune.png"))
+        return [os.path.join(os.fspath(out), n) for n in ("prune.json", "prune.png")]
 
     def plot(self, path: str | os.PathLike) -> str:
         import matplotlib
@@ -139,7 +146,8 @@ class SweepResult:
             pts = [p for p in self.points if p.strategy == s and p.relative_accuracy is not None]
             ax.plot([p.n_removed for p in pts], [p.relative_accuracy for p in pts], marker="o", ms=4, label=s)
         ax.axhline(1.0, color="0.6", lw=0.8, ls="--")
-        ax.axhline(1 / self.labels / self.baseline_accuracy, color="0.6", lw=0.8, ls=":", label="chance")
+        if self.baseline_accuracy > 0:  # (relative to an unpruned accuracy of 0, chance has no place)
+            ax.axhline(1 / self.labels / self.baseline_accuracy, color="0.6", lw=0.8, ls=":", label="chance")
         ax.set_xlabel(f"layers removed (of {self.num_layers})")
         ax.set_ylabel("probe accuracy relative to the unpruned model")
         ax.set_title(f"{self.model_name}\n{self.task}: linear probe, no post-training", fontsize=9)
@@ -183,6 +191,7 @@ def sweep(
     test_fraction: float = 0.3,
     seed: int = 0,
     threshold: float | None = None,
+    min_contrast: float = MIN_CONTRAST,
     progress: bool = True,
 ) -> SweepResult:
     """Probe accuracy, parameters and inference time of ``model`` pruned by each strategy at each
@@ -191,7 +200,8 @@ def sweep(
     probe_task: "keywords", "speakers", a directory of label subfolders, a list of
     ``Clip(path, label)``, or ``LoadedClips``. strategies: names from ``STRATEGIES`` or explicit
     layer lists (removal orders). similarity: {metric: (L+1) x (L+1) matrix with the input row};
-    computed on the probe clips when a strategy needs it and it is not given."""
+    computed on the probe clips when a strategy needs it and it is not given. threshold and
+    min_contrast: the block finder's, for "block" (``fastsim.blocks.block_structure``)."""
     stack = find_layer_stack(model)
     L = len(stack.layers)
     if kept_layers(model) != list(range(L)):
@@ -223,10 +233,13 @@ def sweep(
     if missing:
         raise ValueError(f"similarity: no {missing[0]!r} matrix, which {', '.join(s for s in DEFAULT_METRIC if DEFAULT_METRIC[s] == missing[0])} "
                          f"read(s); pass {{metric: (L+1) x (L+1) matrix}} with {', '.join(needed)}, or similarity=None")
-    orders = {}
+    orders, limits = {}, {}
     for name, s in zip(names, strategies):
         sim = similarity[DEFAULT_METRIC[s]] if isinstance(s, str) and s in NEEDS_SIMILARITY else None
-        orders[name] = removal_order(sim, s, num_layers=L, seed=seed, threshold=threshold)
+        orders[name] = removal_order(sim, s, num_layers=L, seed=seed, threshold=threshold, min_contrast=min_contrast)
+        if s == "block":
+            structure = layer_blocks(sim, num_layers=L, threshold=threshold, min_contrast=min_contrast)
+            limits[name] = structure.describe()
 
     plans: dict[tuple[int, ...], None] = {}
     for name in names:
@@ -262,7 +275,8 @@ def sweep(
     for name in names:
         for n in levels:
             if n > len(orders[name]):
-                points.append(SweepPoint(name, n, None, note=f"{name} can remove at most {len(orders[name])} layers"))
+                why = f" ({limits[name]})" if name in limits else ""
+                points.append(SweepPoint(name, n, None, note=f"{name} can remove at most {len(orders[name])} layers{why}"))
                 continue
             removed = tuple(sorted(orders[name][:n]))
             r = results[removed]
@@ -271,7 +285,8 @@ def sweep(
                                      acc / base_acc if base_acc > 0 else float("nan"), r["parameters"], r["seconds"]))
     device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} thread(s)"
     settings = {"strategies": names, "levels": levels, "probe_seeds": probe_seeds, "test_fraction": test_fraction,
-                "seed": seed, "threshold": threshold, "batch_size": batch_size, "device": device,
+                "seed": seed, "threshold": threshold, "min_contrast": min_contrast, "blocks": limits.get("block"),
+                "batch_size": batch_size, "device": device,
                 "similarity_metrics": {s: DEFAULT_METRIC[s] for s in strategies if isinstance(s, str) and s in NEEDS_SIMILARITY},
                 "distinct_pruned_models": len(plans), "skipped_clips": [f.source for f in loaded.failures]}
     sim_json = {k: np.asarray(v, dtype=float).tolist() for k, v in (similarity or {}).items()}
