@@ -201,3 +201,111 @@ def cknna(a, b, k: int) -> float:
         if not (kk > 0 and ll > 0):
             return float("nan")
         return float(hsic_kernels(mK, mL, True) / mpmath.sqrt(kk * ll))
+
+
+# ---- extended-precision oracles for larger inputs (n in the hundreds) -----------------------------
+#
+# NumPy's longdouble (80-bit on x86-64 Linux: 64-bit mantissa, 2048x float64's resolution) with
+# the formulas written out directly: exact centering of the (exactly converted) inputs, explicit
+# n x n kernels, the HSIC terms as sums. Independent of fastsim's code; far more accurate than the
+# float32 results they check (1e-6).
+
+LD = np.longdouble
+
+
+def _ld(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(np.asarray(x, dtype=np.float64), dtype=LD)
+
+
+def _hsic_ld(K: np.ndarray, L: np.ndarray, debiased: bool):
+    n = K.shape[0]
+    if not debiased:
+        Kc = K - K.mean(0)[None, :] - K.mean(1)[:, None] + K.mean()
+        return (Kc * L.T).sum() / (n - 1) ** 2
+    A = K.copy()
+    B = L.copy()
+    np.fill_diagonal(A, 0)
+    np.fill_diagonal(B, 0)
+    t1 = (A * B.T).sum()
+    t2 = A.sum() * B.sum() / ((n - 1) * (n - 2))
+    t3 = 2 * (A.sum(0) * B.sum(1)).sum() / (n - 2)
+    return (t1 + t2 - t3) / (n * (n - 3))
+
+
+def _cka_ld(K, L, debiased) -> float:
+    kl, kk, ll = _hsic_ld(K, L, debiased), _hsic_ld(K, K, debiased), _hsic_ld(L, L, debiased)
+    if not (kk > 0 and ll > 0):
+        return float("nan")
+    return float(kl / np.sqrt(kk * ll))
+
+
+def linear_kernel_ld(x) -> np.ndarray:
+    y = _ld(x)
+    y = y - y.mean(0)
+    return y @ y.T
+
+
+def rbf_kernel_ld(x, sigma=None) -> np.ndarray:
+    """exp(-d2 / (2 sigma^2)) less its mean off-diagonal entry (an exact invariance of HSIC that
+    keeps the near-1 regime from cancelling); sigma None: the median distance (pairs i < j)."""
+    y = _ld(x)
+    y = y - y.mean(0)
+    sq = (y * y).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * (y @ y.T), 0)
+    n = y.shape[0]
+    if sigma is None:
+        iu = np.triu_indices(n, 1)
+        sigma = np.median(np.sqrt(d2[iu]))
+    K = np.exp(-d2 / (2 * LD(sigma) ** 2))
+    return K - (K.sum() - np.trace(K)) / (n * (n - 1))
+
+
+def similarity_matrix_ld(layers, metric: str, debiased: bool = False, sigma=None) -> np.ndarray:
+    """(L, L) linear CKA ("cka"), RBF CKA ("rbf_cka") or mean cosine ("cosine") in longdouble."""
+    Lc = len(layers)
+    out = np.empty((Lc, Lc))
+    if metric == "cosine":
+        units = []
+        for x in layers:
+            y = _ld(x)
+            units.append(y / np.sqrt((y * y).sum(1))[:, None])
+        for i in range(Lc):
+            for j in range(Lc):
+                out[i, j] = float((units[i] * units[j]).sum(1).mean())
+        return out
+    kernels = [linear_kernel_ld(x) if metric == "cka" else rbf_kernel_ld(x, sigma) for x in layers]
+    for i in range(Lc):
+        for j in range(i, Lc):
+            out[i, j] = out[j, i] = _cka_ld(kernels[i], kernels[j], debiased)
+    return out
+
+
+def massive_layers(L=4, n=256, d=96, seed=0, big=500.0, dims=2, offset=0.0, dtype=np.float32):
+    """Activations like a transformer's: each layer a nonlinear map of the previous plus a
+    residual and noise; from the second layer on, `dims` features carry massive values (about
+    `big` times the rest: a large per-feature constant with a few percent variation, as the
+    "massive activations" of LLMs and Whisper), plus an optional offset on every feature."""
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((n, d))
+    out = []
+    for layer in range(L):
+        W = g.standard_normal((d, d)) / np.sqrt(d)
+        x = np.tanh(x @ W) + 0.5 * x + 0.3 * g.standard_normal((n, d))
+        y = x.copy()
+        if layer >= 1:
+            idx = g.choice(d, dims, replace=False)
+            y[:, idx] = big * np.sign(g.standard_normal(dims)) * (1 + 0.05 * g.standard_normal((n, dims)))
+        out.append((y + offset).astype(dtype))
+    return out
+
+
+def gaussian_layers(L=4, n=256, d=96, seed=0, dtype=np.float32):
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((n, d))
+    out = [x.astype(dtype)]
+    for _ in range(L - 1):
+        x = x + 0.5 * g.standard_normal((n, d))
+        out.append(x.astype(dtype))
+    return out

@@ -1,31 +1,39 @@
 """Mergeable co-moment states of L layers: the exact streaming statistic behind linear CKA
 (and every measure computed from covariance blocks).
 
-State of a set A of n samples with per-layer mean mu_a (layers a, b; u_a = x_a - mu_a):
+State of a set A of n samples about a per-layer center mu_a, the mean rounded to float64
+(layers a, b; u_a = x_a - mu_a):
 
-    n, mu                          counts and means (the mean of every layer)
+    n, mu                          counts and centers (the mean of every layer, rounded)
+    s[a]    = sum u_a              first moments: the residual of the rounded mean (~0)
     C[a, b] = sum u_a u_b^T        co-moment blocks, a <= b (d_a x d_b)
     T[a]    = sum |u_a|^2          (the trace of C[a, a])
     V[a, b] = sum |u_a|^2 u_b      third-order moments (a d_b vector per pair)
     P[a, b] = sum |u_a|^2 |u_b|^2  fourth-order moments
 
-Shifting the center from mu to c (delta = mu - c, so x - c = u + delta, and sum u = 0):
+The residual s is kept because it is not negligible when the spread is a few ulps of the mean
+(1 + 1e-15 noise in float64: the mean's rounding is a tenth of the spread). Shifting the center
+from mu to c (delta = mu - c, so x - c = u + delta; expand |u_a + delta_a|^2 (u_b + delta_b) and
+|u_a + delta_a|^2 |u_b + delta_b|^2 and sum):
 
-    C'[a, b] = C[a, b] + n delta_a delta_b^T
-    T'[a]    = T[a] + n |delta_a|^2
+    s'[a]    = s[a] + n delta_a
+    C'[a, b] = C[a, b] + s_a delta_b^T + delta_a s_b^T + n delta_a delta_b^T
+    T'[a]    = T[a] + 2 delta_a . s_a + n |delta_a|^2
     V'[a, b] = V[a, b] + T[a] delta_b + 2 C[b, a] delta_a + n |delta_a|^2 delta_b
+               + 2 (delta_a . s_a) delta_b + |delta_a|^2 s_b
     P'[a, b] = P[a, b] + 2 delta_b . V[a, b] + 2 delta_a . V[b, a] + 4 delta_a^T C[a, b] delta_b
                + |delta_b|^2 T[a] + |delta_a|^2 T[b] + n |delta_a|^2 |delta_b|^2
+               + 2 |delta_b|^2 (delta_a . s_a) + 2 |delta_a|^2 (delta_b . s_b)
 
-(expand |u_a + delta_a|^2 (u_b + delta_b) and |u_a + delta_a|^2 |u_b + delta_b|^2; every term
-linear in a single u sums to 0). Merging A and B shifts both to the pooled mean and adds them:
+Merging A and B shifts both to the pooled mean and adds them:
 for C this is Chan et al.'s pairwise update, C_A + C_B + (n_A n_B / n) (mu_B - mu_A)(...)^T. A
 chunk's own state is computed about its own mean, so large feature means never meet small
 differences in one sum.
 
-The linear kernel of the centered data, K_a = U_a U_a^T, has every row sum 0 and K[i, i] =
-|u_ia|^2, so ``kernel_stats`` gives HSIC's sums from the state alone: sum(K_a o K_b) =
-|C[a, b]|_F^2, diag sums T, and sum_i K_a[i,i] K_b[i,i] = P (see ``fastsim.core.hsic``).
+The linear kernel of the centered data, K_a = U_a U_a^T, has row sums K 1 = U_a s_a and
+K[i, i] = |u_ia|^2, so ``kernel_stats`` gives HSIC's sums from the state alone: sum(K_a o K_b) =
+|C[a, b]|_F^2, diag sums T, sum_i K_a[i,i] K_b[i,i] = P, sum_i R_a R_b = s_a^T C[a, b] s_b,
+sum_i R_a K_b[i,i] = s_a . V[b, a], sum R_a = |s_a|^2 (see ``fastsim.core.hsic``).
 """
 
 from __future__ import annotations
@@ -52,6 +60,10 @@ class CoMoments:
     P: torch.Tensor  # (L, L) float64
     lo: list[torch.Tensor]  # per layer (d_l,) float64: smallest value of each feature (+inf: none)
     hi: list[torch.Tensor]  # per layer (d_l,) float64: largest value of each feature (-inf: none)
+    s: list[torch.Tensor] | None = None  # per layer (d_l,) float64: sum u (None: zeros)
+
+    def first(self) -> list[torch.Tensor]:
+        return self.s if self.s is not None else [torch.zeros_like(m) for m in self.mean]
 
     @property
     def dims(self) -> list[int]:
@@ -87,7 +99,7 @@ class CoMoments:
             with matmul_precision(precision):
                 C = {(a, b): U[a].T @ U[b] for a in range(L) for b in range(a, L)}
         V = [[U64[b].T @ norms[:, a] for b in range(L)] for a in range(L)]
-        return cls(n, mean, C, norms.sum(0), V, norms.T @ norms, lo, hi)
+        return cls(n, mean, C, norms.sum(0), V, norms.T @ norms, lo, hi, [u.sum(0) for u in U64])
 
     @classmethod
     def zeros(cls, dims: list[int], dtype: torch.dtype, device: torch.device) -> "CoMoments":
@@ -108,17 +120,28 @@ class CoMoments:
     def shifted(self, center: list[torch.Tensor]) -> "CoMoments":
         """The same samples' state about `center` (per-layer float64 vectors), by the formulas above."""
         n, C, T, V, P = self.n, self.C, self.T, self.V, self.P
+        s = self.first()
         L = len(center)
         delta = [mu - c for mu, c in zip(self.mean, center)]
         dd = torch.stack([d.square().sum() for d in delta])  # |delta_a|^2
+        ds = torch.stack([d @ v for d, v in zip(delta, s)])  # delta_a . s_a
         cd = {}  # C[a, b] delta_b and C[a, b]^T delta_a, as float64 vectors
         for (a, b), c in C.items():
             c64 = c.double()
             cd[(a, b)] = c64 @ delta[b]  # (d_a,)  = sum u_a (u_b . delta_b)
             cd[(b, a)] = c64.T @ delta[a]  # (d_b,) = sum u_b (u_a . delta_a)
-        newC = {(a, b): c + (n * torch.outer(delta[a], delta[b])).to(c.dtype) for (a, b), c in C.items()}
-        newT = T + n * dd
-        newV = [[V[a][b] + T[a] * delta[b] + 2 * cd[(b, a)] + n * dd[a] * delta[b] for b in range(L)] for a in range(L)]
+        newC = {
+            (a, b): c + (torch.outer(s[a], delta[b]) + torch.outer(delta[a], s[b]) + n * torch.outer(delta[a], delta[b])).to(c.dtype)
+            for (a, b), c in C.items()
+        }
+        newT = T + 2 * ds + n * dd
+        newV = [
+            [
+                V[a][b] + T[a] * delta[b] + 2 * cd[(b, a)] + n * dd[a] * delta[b] + 2 * ds[a] * delta[b] + dd[a] * s[b]
+                for b in range(L)
+            ]
+            for a in range(L)
+        ]
         newP = torch.empty_like(P)
         for a in range(L):
             for b in range(L):
@@ -130,8 +153,11 @@ class CoMoments:
                     + dd[b] * T[a]
                     + dd[a] * T[b]
                     + n * dd[a] * dd[b]
+                    + 2 * dd[b] * ds[a]
+                    + 2 * dd[a] * ds[b]
                 )
-        return CoMoments(n, list(center), newC, newT, newV, newP, self.lo, self.hi)
+        news = [v + n * d for v, d in zip(s, delta)]
+        return CoMoments(n, list(center), newC, newT, newV, newP, self.lo, self.hi, news)
 
     def merged(self, other: "CoMoments") -> "CoMoments":
         """The state of the union of two disjoint sample sets (shifted to the pooled mean, added)."""
@@ -151,6 +177,7 @@ class CoMoments:
             mine.P + theirs.P,
             [torch.minimum(a, b) for a, b in zip(self.lo, other.lo)],
             [torch.maximum(a, b) for a, b in zip(self.hi, other.hi)],
+            [a + b for a, b in zip(mine.first(), theirs.first())],
         )
 
     def all_reduced(self, group: Any = None) -> "CoMoments":
@@ -179,6 +206,9 @@ class CoMoments:
         for row in state.V:
             for v in row:
                 dist.all_reduce(v, group=group)
+        state.s = [v.clone() for v in state.first()]
+        for v in state.s:
+            dist.all_reduce(v, group=group)
         state.lo = [t.clone() for t in state.lo]
         state.hi = [t.clone() for t in state.hi]
         for t in state.lo:
@@ -192,13 +222,15 @@ class CoMoments:
         """HSIC's sums for the linear kernels of the centered samples (module docs), scaled as
         ``fastsim.core.hsic.KernelStats`` expects."""
         n, L = self.n, len(self.mean)
+        s = self.first()
         S = torch.zeros(L, L, dtype=torch.float64)
+        Q = torch.zeros(L, L, dtype=torch.float64)
         for (a, b), c in self.C.items():
             S[a, b] = S[b, a] = (c / n).square().sum(dtype=torch.float64).cpu()
-        zero = torch.zeros(L, L, dtype=torch.float64)
-        return KernelStats.from_full(
-            n, S, self.P.cpu() / n**2, zero, zero, torch.zeros(L, dtype=torch.float64), self.T.cpu() / n
-        )
+            Q[a, b] = Q[b, a] = (s[a] @ (c.double() @ s[b])).cpu()  # sum_i R_a R_b, R = U s
+        X = torch.stack([torch.stack([s[a] @ self.V[b][a] for b in range(L)]) for a in range(L)]).cpu()
+        r = torch.stack([v @ v for v in s]).cpu()
+        return KernelStats.from_full(n, S, self.P.cpu() / n**2, Q / n**2, X / n**2, r / n, self.T.cpu() / n)
 
     def constant(self) -> torch.Tensor:
         """(L,) bool CPU: layers whose samples are all equal (zero variance, exactly)."""

@@ -263,7 +263,7 @@ def rbf_plan(
     K itself; and for those, if the nearest two samples' entry exp(-min d2 / (2 sigma^2)) would be
     so small that products of entries underflow in `dt`, the kernel is stored relative to that
     entry (the minimum is found exactly by one more pass over the Gram blocks of those layers)."""
-    coef = torch.tensor([-0.5 / s**2 for s in sigmas], dtype=torch.float64)
+    coef = torch.tensor([-0.5 / s / s for s in sigmas], dtype=torch.float64)  # s**2 may overflow
     flags = torch.tensor(shifted, dtype=torch.bool)
     offset = torch.zeros(len(sigmas), dtype=torch.float64)
     # A lower bound of the smallest squared distance of each layer: 0 (no information) unless the
@@ -330,5 +330,5 @@ def rbf_bandwidths(layers: list[torch.Tensor], mom: Moments, sigma: float | None
             "(over half the samples coincide): RBF CKA is NaN there; pass sigma explicitly"
         )
     safe = [s if s > 0 else 1.0 for s in sigmas]
-    shifted = [math.exp(-float(t) / s**2) > 0.5 for t, s in zip(mom.centered, safe)]
+    shifted = [math.exp(-(float(t) / s) / s) > 0.5 for t, s in zip(mom.centered, safe)]
     return safe, shifted, zero_sigma
