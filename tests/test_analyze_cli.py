@@ -61,7 +61,7 @@ def test_cli_reports_bad_input_clearly(workdir, capsys):
     with pytest.raises(SystemExit, match="cannot load"):
         cli.main(["analyze", str(workdir / "no-model"), str(workdir / "audio")])
     with pytest.raises(SystemExit, match="random:FAMILY-SIZE"):
-        cli.main(["analyze", "random:whisper-base"])
+        cli.main(["analyze", "random:conformer-base"])
     with pytest.raises(SystemExit, match="holds no audio"):
         cli.main(["analyze", str(workdir / "model"), str(workdir / "model")])
 

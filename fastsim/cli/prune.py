@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..blocks import MIN_CONTRAST
 from ..prune import STRATEGIES, sweep
 from ..prune.surgery import LayerStackError, find_layer_stack
 from ..prune.sweep import DEFAULT_STRATEGIES
 from ..speech import synth
-from .common import add_model_argument, add_run_arguments, comma_list, cpu_threads, fail, resolve_model
+from .common import (add_model_argument, add_run_arguments, check_run_arguments, comma_list, cpu_threads, fail,
+                     finite_float, resolve_model)
 
 #: the offline default: wav2vec2-base's layout (12 post-norm layers, group-norm CNN, 20 ms frames)
 #: at a quarter of its width, with random weights. wav2vec2-base itself (95M parameters) takes
@@ -36,7 +38,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="keywords, speakers (espeak-ng stand-ins), or a directory of label subfolders of audio "
                    "(default: %(default)s)")
     p.add_argument("--probe-seeds", type=int, default=3, help="train/test splits the accuracy is averaged over")
-    p.add_argument("--threshold", type=float, default=None, help="block threshold for the 'block' strategy (default: Otsu)")
+    p.add_argument("--threshold", type=finite_float, default=None,
+                   help="block threshold for the 'block' strategy (default: Otsu)")
+    p.add_argument("--min-contrast", type=finite_float, default=MIN_CONTRAST,
+                   help="least block contrast for the 'block' strategy; below it the matrix has no block structure "
+                   "and 'block' removes nothing (default: %(default)s)")
     add_run_arguments(p, out="fastsim-prune", threads=True)
     return p
 
@@ -66,6 +72,9 @@ def parse_levels(text: str, num_layers: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_run_arguments(args)
+    if args.min_contrast < 0:
+        raise fail(f"--min-contrast must be >= 0 (0: keep any cut); got {args.min_contrast}")
     with cpu_threads(args.threads):
         return _run(args)
 
@@ -90,12 +99,15 @@ def _run(args: argparse.Namespace) -> int:
     try:
         result = sweep(model, strategies, levels, args.task, model_name=name, batch_size=args.batch_size,
                        probe_seeds=args.probe_seeds, seed=args.seed, threshold=args.threshold,
-                       progress=not args.no_progress)
+                       min_contrast=args.min_contrast, progress=not args.no_progress)
     except synth.SynthesisError as e:
         raise fail(f"the built-in task cannot make speech: {e}") from None
     except ValueError as e:  # (ModelError is one)
         raise fail(str(e)) from None
-    written = result.save(args.out)
+    try:
+        written = result.save(args.out)
+    except OSError as e:
+        raise fail(f"--out: cannot write the results into {args.out!r}: {e}") from None
     print(result.summary())
     print(f"\nwrote {', '.join(os.path.basename(w) for w in written)} to {args.out}")
     return 0
