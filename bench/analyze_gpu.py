@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import benchlib
-from benchlib import RowTimeout, Table, describe, free, section, skip_row, sync, time_limit
+from benchlib import RowTimeout, Table, free, outcome, section, skip_row, sync, time_limit
 
 
 def clips(n: int, seconds: float, sample_rate: int, seed: int = 0) -> list[np.ndarray]:
@@ -80,7 +80,7 @@ def main() -> int:
                 t = timed(fn)
         except (Exception, RowTimeout) as exc:
             free(device)
-            table.row(model=label, what=what, status=f"{'timeout' if isinstance(exc, RowTimeout) else 'error'}: {describe(exc)}")
+            table.row(model=label, what=what, status=outcome(exc))
             return None
         fwd = built[size][1] if size in built else None
         table.row(model=label, what=what, seconds=t, rate=f"{total / t:.0f}",
@@ -111,7 +111,7 @@ def main() -> int:
                 try:  # warm-up (compiles, allocates) on one batch
                     fastsim.analyze(model, audio[:batch], sample_rate=SAMPLE_RATE, batch_size=batch)
                 except (Exception, RowTimeout) as exc:
-                    table.row(model=f"wav2vec2-{size} (random)", what="analyze warm-up", status=f"failed: {describe(exc)}")
+                    table.row(model=f"wav2vec2-{size} (random)", what="analyze warm-up", status=outcome(exc))
             row(size, "analyze cosine+cka+mutual_knn", analysis(model, ("cosine", "cka", "mutual_knn")), need=10)
     for size in reversed(sizes):  # which metric costs what, largest model first, while time is left
         if size not in built:

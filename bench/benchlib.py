@@ -95,18 +95,18 @@ def _tally(where: str, status: Any) -> None:
     if isinstance(status, str):
         if status.startswith(("error", "timeout", "FAILED", "failed")) or "FAILED" in status:
             PROBLEMS.append(f"{where}: {status}")
-        elif status.startswith("skipped"):
+        elif status.startswith(("skipped", "stopped")):
             SKIPPED.append(f"{where}: {status}")
 
 
 def finish() -> int:
-    """The script's exit code: 1 when a row or section failed or timed out (the step then shows
-    as failed in device.sh's recap), else 0. Prints the tally."""
+    """The script's exit code: 1 when a row or section failed or timed out, 3 when all went well
+    but some were skipped for time (device.sh's recap says which), else 0. Prints the tally."""
     emit()
     emit(f"> {SCRIPT}: {len(PROBLEMS)} failed or timed-out rows/sections, {len(SKIPPED)} skipped for time")
     for p in PROBLEMS:
         print(f"  {p}", flush=True)
-    return 1 if PROBLEMS else 0
+    return 1 if PROBLEMS else 3 if SKIPPED else 0
 
 
 class Table:
@@ -137,7 +137,20 @@ def note(text: str) -> None:
 
 
 class RowTimeout(BaseException):
-    """Raised by time_limit; not an Exception, so no `except Exception` on the way swallows it."""
+    """Raised by time_limit; not an Exception, so no `except Exception` on the way swallows it.
+    by_deadline: the step's deadline cut it (the row was not too slow: time ran out)."""
+
+    def __init__(self, message: str, by_deadline: bool = False):
+        super().__init__(message)
+        self.by_deadline = by_deadline
+
+
+def outcome(exc: BaseException) -> str:
+    """A row's status for what stopped it: 'stopped: ...' (the step's deadline: skipped for
+    time), 'timeout: ...' (over the row's own limit) or 'error: ...'."""
+    if isinstance(exc, RowTimeout):
+        return f"stopped: {exc}" if exc.by_deadline else f"timeout: {exc}"
+    return f"error: {describe(exc)}"
 
 
 @contextlib.contextmanager
@@ -145,12 +158,16 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     """Raise RowTimeout in the main thread after `seconds` (capped by the deadline). Python code
     is interrupted between bytecodes; a single long kernel or C call is interrupted when it
     returns. Fires again every 5 s in case something swallowed it."""
-    limit = min(seconds if seconds is not None else math.inf, left() - 2)
+    own = seconds if seconds is not None else math.inf
+    limit = min(own, left() - 2)
+    by_deadline = limit < own
     if not math.isfinite(limit) or not hasattr(signal, "SIGALRM"):
         yield
         return
 
     def expire(signum: int, frame: Any) -> None:
+        if by_deadline:
+            raise RowTimeout(f"the step's deadline came after {max(limit, 0.5):.0f} s", by_deadline=True)
         raise RowTimeout(f"over its limit of {limit:.0f} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -233,7 +250,14 @@ def section(name: str, device: torch.device | str = "cpu", need: float = 0.0) ->
     start = time.perf_counter()
     try:
         yield True
-    except (Exception, RowTimeout) as exc:
+    except RowTimeout as exc:
+        if exc.by_deadline:
+            SKIPPED.append(name)
+            note(f"{name}: stopped after {time.perf_counter() - start:.1f} s: {exc}")
+        else:
+            PROBLEMS.append(f"{name}: {describe(exc)}")
+            note(f"{name}: FAILED after {time.perf_counter() - start:.1f} s: {describe(exc)}")
+    except Exception as exc:
         traceback.print_exc()
         PROBLEMS.append(f"{name}: {describe(exc)}")
         note(f"{name}: FAILED after {time.perf_counter() - start:.1f} s: {describe(exc)}")

@@ -62,6 +62,7 @@ def main() -> int:
         facts[key] = value
         print(f"{key:<28} {value}", flush=True)
 
+    fact("versions", ", ".join(f"{d} {version(d) or 'absent'}" for d in ("torch", "triton", "transformers", "numpy", "pytest")))
     fact("host", f"{platform.node()} ({platform.platform()}), {os.cpu_count()} CPUs")
     fact("python", f"{sys.executable} ({platform.python_version()})")
     fact("python on PATH", {n: shutil.which(n) for n in ("python", "python3", "pip", "pip3")})

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 import benchlib
-from benchlib import RowTimeout, Table, describe, free, left, measure, note, section, skip_row, time_limit, timer  # noqa: F401 (timer: bench/prune_gpu.py)
+from benchlib import RowTimeout, Table, describe, free, left, measure, note, outcome, section, skip_row, time_limit, timer  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -276,8 +276,8 @@ class Bench:
                 t = measure(fn, self.dev, repeat=self.args.repeat if repeat is None else repeat)
         except RowTimeout as exc:
             free(self.dev)
-            self.table.row(**values, status=f"timeout: {exc}")
-            if group:
+            self.table.row(**values, status=outcome(exc))
+            if group and not exc.by_deadline:
                 self.timed_out.add(group)
             return None
         except Exception as exc:  # out of memory, out of resources, a bug: say so and go on
@@ -293,7 +293,9 @@ class Bench:
             except (Exception, RowTimeout) as exc:
                 traceback.print_exc()
                 free(self.dev)
-                status = (status + "; " if status else "") + f"error check failed: {describe(exc)}"
+                why = outcome(exc)  # "stopped: ..." (the deadline) is no failure of the row
+                status = (f"stopped (error column): {why}" if why.startswith("stopped") else f"error (error column): {why}") \
+                    + (f"; {status}" if status else "")
         ratios = {} if anchor else {k: a / t for k, a in self.anchors.items()}
         if anchor:
             self.anchors[anchor] = t
@@ -375,7 +377,7 @@ def section_pytorch_cka(fastsim, dev, args, s, r) -> None:
             b.row(f"fastsim {backend} {prec} debiased",
                   lambda: fastsim.similarity_matrix(layers, "cka", debiased=True, precision=prec, backend=backend),
                   err=lambda: max_err(fastsim.similarity_matrix(small, "cka", debiased=True, precision=prec, backend=backend), ref))
-        del feats, layers, small
+        feats = layers = small = None  # (not del: the lambdas above close over them)
         free(dev)
 
 
@@ -511,7 +513,7 @@ def section_knn(fastsim, dev, args, s, r) -> None:
                     got = knn_indices(x, k, precision=prec, use_native=True).sort(1).values
                     b.table.note(f"n={n}: {int((got != exact).any(1).sum())} of {n} neighbour sets at {prec!r} differ from 'highest' (exact)")
         except (Exception, RowTimeout) as exc:
-            b.table.note(f"full-size comparison with 'highest' failed: {describe(exc)}")
+            b.table.note(f"full-size comparison with 'highest': {outcome(exc)}")
 
 
 def section_knn_big(fastsim, dev, args, s, r) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import benchlib
-from benchlib import RowTimeout, Table, describe, free, section, skip_row, time_limit
+from benchlib import RowTimeout, Table, free, outcome, section, skip_row, time_limit
 
 
 def median_time(fn, dev: torch.device, warmup: int, repeats: int) -> float:
@@ -95,7 +95,7 @@ def main() -> int:
                 t = median_time(fn, dev, warm, reps)
         except (Exception, RowTimeout) as exc:
             free(dev)
-            table.row(**values, status=f"{'timeout' if isinstance(exc, RowTimeout) else 'error'}: {describe(exc)}")
+            table.row(**values, status=outcome(exc))
             return None
         finally:
             fused_mod.PRECISION = "highest"

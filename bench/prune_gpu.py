@@ -25,7 +25,7 @@ import sys
 import torch
 
 import benchlib
-from benchlib import RowTimeout, Table, describe, free, measure, section, skip_row, time_limit
+from benchlib import RowTimeout, Table, free, measure, outcome, section, skip_row, time_limit
 from fastsim.prune import remove_layers, skip_layers
 
 
@@ -117,10 +117,10 @@ def main() -> int:
                         t = measure(forward, dev, args.repeat)
                 except (Exception, RowTimeout) as exc:
                     free(dev)
-                    times.row(model=label, layers=L, removed=n, status=f"{'timeout' if isinstance(exc, RowTimeout) else 'error'}: {describe(exc)}")
+                    times.row(model=label, layers=L, removed=n, status=outcome(exc))
                     break
                 times.row(model=label, layers=L, removed=n, ms=f"{1e3 * t / audio_s:.3f}", rel=f"{t / full_t:.3f}", seconds=t)
-            del model, x
+            model = x = None  # (not del: forward() closes over them)
     return benchlib.finish()
 
 
