@@ -68,7 +68,7 @@ class Analysis:
             return names + ("" if st is None or st.contrast is None else f" (contrast {st.contrast:.3f})")
         if st is None:
             return "none (the matrix has NaN entries)" if not np.isfinite(self.matrices[metric]).all() else "none"
-        return st.describe().replace("no block structure: ", "none: no block structure; ")
+        return st.describe(self.labels).replace("no block structure: ", "none: no block structure; ")
 
     def summary(self) -> str:
         lines = [
@@ -112,7 +112,7 @@ class Analysis:
         if st is None:
             return None
         return {"found": st.structured, "contrast": st.contrast, "min_contrast": st.min_contrast,
-                "threshold": st.threshold, "candidates": [list(b) for b in st.candidates], "note": st.describe()}
+                "threshold": st.threshold, "candidates": [list(b) for b in st.candidates], "note": st.describe(self.labels)}
 
     def save(self, out: str | os.PathLike, *, heatmaps: bool = True) -> list[str]:
         """Write matrices.npz, <metric>.csv, analysis.json and heatmap_<metric>.png into out, as a set:

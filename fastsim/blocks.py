@@ -37,7 +37,7 @@ pair and no contrast; it is kept (every pair clears the threshold).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -63,16 +63,21 @@ class BlockStructure:
         """Whether the matrix has blocks (the candidates passed the contrast test)."""
         return bool(self.blocks)
 
-    def describe(self) -> str:
-        """One line: the blocks and their contrast, or why there are none."""
+    def describe(self, labels: Sequence[str] | None = None) -> str:
+        """One line: the blocks and their contrast, or why there are none (rows named by ``labels``,
+        default: their indices)."""
+        def ranges(blocks: list[tuple[int, int]]) -> str:
+            name = (lambda i: str(i)) if labels is None else (lambda i: str(labels[i]))
+            return ", ".join(f"{name(a)}-{name(b)}" for a, b in blocks)
+
         if self.blocks:
-            return "blocks " + ", ".join(f"{a}-{b}" for a, b in self.blocks) + (
+            return "blocks " + ranges(self.blocks) + (
                 "" if self.contrast is None else f" (contrast {self.contrast:.3f})")
         if not self.candidates:
             return f"no block structure: no two neighbouring layers reach the threshold {self.threshold:.3f}"
-        return (f"no block structure: the cut at {self.threshold:.3f} would make blocks "
-                f"{', '.join(f'{a}-{b}' for a, b in self.candidates)}, but layers at the same distance are about as "
-                f"similar inside them as across them (contrast {self.contrast:.3f} < {self.min_contrast:g})")
+        return (f"no block structure: the cut at {self.threshold:.3f} would make blocks {ranges(self.candidates)}, "
+                f"but layers at the same distance are about as similar inside them as across them (contrast "
+                f"{self.contrast:.3f} < {self.min_contrast:g})")
 
 
 def otsu_threshold(values: np.ndarray) -> float:
