@@ -28,6 +28,14 @@ normalizes each window alone) and any lengths can share a batch — no equal-len
 Waves are not normalized (Whisper's log-mel has its own normalization; the runner's
 ``do_normalize`` does not apply to Whisper).
 
+``fastsim.speech.runner`` runs Whisper through ``forward_batch`` (``encode`` in the form of one
+runner pass), so ``fastsim analyze``, the probes, pruning and distillation take Whisper models as
+they take the other families (``fastsim.speech.models`` routes the names and folders here).
+``clip_stack_inputs`` gives each clip's stack input without running the layers (the distillation
+baseline's input). A module that stands in for an encoder (a mimic in place of the layers,
+``fastsim.mimic.whisper_stack``) says so with ``is_whisper_encoder = True``; with
+``takes_window_frames = True`` ``encode`` passes it each window's valid frame count.
+
 Hidden states, in fastsim's convention: the stack input (``stack_input``: the two GELU
 convolutions plus the sinusoidal positions, what ``encoder.layers[0]`` receives), then each
 layer's output, the LAST one after the encoder's final layer norm (``final_norm``), which is
