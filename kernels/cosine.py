@@ -184,7 +184,7 @@ def layer_cosine_kernel(
 
 # ---- configurations ---------------------------------------------------------------------------
 
-#: row_cosine: rows per program and the widest feature chunk
+#: row_cosine: rows per program and the widest feature chunk (half that for float64 accumulators)
 ROW_BLOCK_N, ROW_BLOCK_D = 16, 128
 
 
@@ -198,7 +198,7 @@ def row_launch_config(dtype_a: torch.dtype, dtype_b: torch.dtype, d: int, *, ali
         SAFE_LO=2.0**-450 if wide else 2.0**-50,
         SAFE_HI=2.0**450 if wide else 2.0**50,
         BLOCK_N=ROW_BLOCK_N,
-        BLOCK_D=min(ROW_BLOCK_D, max(16, next_pow2(d))),
+        BLOCK_D=min(ROW_BLOCK_D // (2 if wide else 1), max(16, next_pow2(d))),
     )
     runtime = {"a_ptr": PTR_NAME[dtype_a], "b_ptr": PTR_NAME[dtype_b], "cos_ptr": PTR_NAME[acc], "zero_ptr": "*i8",
                "n": "i32", "d": "i32", "stride_a": "i32", "stride_b": "i32"}

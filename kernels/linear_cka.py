@@ -174,7 +174,7 @@ def linear_cka_kernel(
 #: (tile width BT, rows per step BK, warps, stages) by (float64 input, precision); CHUNK rows per
 #: float32 partial sum at "highest".
 _TILES = {
-    (False, "highest"): (64, 32, 4, 2),
+    (False, "highest"): (64, 16, 8, 2),
     (False, "high"): (128, 32, 8, 2),
     (False, "medium"): (128, 32, 8, 2),
     (True, "highest"): (64, 16, 8, 2),

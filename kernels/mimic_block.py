@@ -122,22 +122,25 @@ def _settings(dtype: torch.dtype, precision: str, interpret: bool) -> dict:
 MAX_WIDTH = 256
 
 
-def tiles(dtype: torch.dtype, width: int, *, interpret: bool = False) -> dict:
+def tiles(dtype: torch.dtype, width: int, precision: str = "highest", *, interpret: bool = False) -> dict:
     """Tile sizes and pipeline depth for a block of this width and input dtype.
 
     On a GPU the tiles shrink as a hidden row (h elements of the dot operands) grows, so that
     shared memory stays under ~70 KB at every width up to MAX_WIDTH and every dtype: below the
     99 KB a block may use on sm_86/sm_89 (consumer Ampere/Ada) as well as the 163/227 KB of the
     A100/H100. (Fixed 32 x 64 tiles needed 104 KB at h = 128 and 136 KB at h = 256 in float32,
-    and 168 KB at h = 128 in float64: out of resources on those GPUs.) Under the interpreter
-    bigger row tiles are faster (fewer programs)."""
+    and 168 KB at h = 128 in float64: out of resources on those GPUs.) At 512-byte rows, float32
+    "highest" (3xTF32: each operand in two halves) takes 16-row tiles and float64 two stages,
+    which keep them from spilling (32 rows spilled ~160 bytes per thread, 3 float64 stages 8).
+    Under the interpreter bigger row tiles are faster (fewer programs)."""
     block_h = max(16, triton.next_power_of_2(width))
     row = torch.empty((), dtype=dtype).element_size() * block_h
     wide = dtype == torch.float64
     if row <= 256:
         block_m, block_k, block_n, stages = 32, 32 if wide else 64, 64, 3
     elif row <= 512:
-        block_m, block_k, block_n, stages = 32, 32, 32, 3
+        block_m = 16 if dtype == torch.float32 and precision == "highest" else 32
+        block_k, block_n, stages = 32, 32, 2 if wide else 3
     elif row <= 1024:
         block_m, block_k, block_n, stages = 16, 32, 32, 2
     else:
@@ -161,7 +164,7 @@ def launch_config(
     """The configuration mimic_block launches for input of `dtype` and a hidden layer `width` wide."""
     if activation not in ACT_CODES:
         raise ValueError(f"activation must be one of {sorted(ACT_CODES)}; got {activation!r}")
-    t = tiles(dtype, width, interpret=interpret)
+    t = tiles(dtype, width, precision, interpret=interpret)
     stages = t.pop("num_stages")
     constexprs = dict(ACT=ACT_CODES[activation], RESIDUAL=bool(residual), FROM_HIDDEN=bool(from_hidden),
                       **_settings(dtype, precision, interpret), **t)
