@@ -331,59 +331,7 @@ def test_distill_and_mimicked_model_on_gpu():
     assert torch.allclose(auto, plain, atol=1e-4 * (1 + plain.abs().max().item()))
 
 
-# ---- the fused kernel compiled for real GPUs (ptxas, no device needed) ----------------------------
-
-_COMPILE_FOR_GPUS = r'''
-import json, sys, torch, triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from fastsim.kernels.mimic_block import mimic_block_kernel, launch_config, _settings
-out = []
-for cap, dt, width in json.loads(sys.argv[1]):
-    dtype = getattr(torch, dt)
-    cfg = launch_config(dtype, width)
-    stages = cfg.pop("num_stages")
-    ptr = "*" + {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp64"}[dt]
-    sig = {n: ptr for n in "x_ptr u_ptr w1_ptr b1_ptr g_ptr beta_ptr w2_ptr b2_ptr y_ptr".split()}
-    sig.update(M="i32", D="i32", H="i32", stride_x="i32", stride_u="i32", stride_y="i32", eps="fp32")
-    consts = dict(ACT=1, RESIDUAL=True, FROM_HIDDEN=False, **cfg, **_settings(dtype, "highest"))
-    sig.update({k: "constexpr" for k in consts})
-    src = ASTSource(fn=mimic_block_kernel, signature=sig,
-                    constexprs={(mimic_block_kernel.arg_names.index(k),): v for k, v in consts.items()})
-    k = triton.compile(src, target=GPUTarget("cuda", cap, 32), options=dict(num_warps=4, num_stages=stages))
-    out.append(k.metadata.shared)
-print(json.dumps(out))
-'''
-
-# the shared memory one block may use: A100, RTX 30x0 / 40x0 (sm_86 / sm_89), H100/H200
-SHARED_LIMIT = {80: 166912, 86: 101376, 90: 232448}
-
-
-def test_fused_kernel_fits_the_shared_memory_of_real_gpus():
-    """The interpreter has no shared memory: compile for sm_80/86/90 (ptxas ships with Triton) at
-    the widths the automatic dispatch takes, and check the kernel would launch there."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    import triton
-
-    from fastsim.kernels.mimic_block import MAX_WIDTH  # (the widest block the automatic dispatch takes)
-
-    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")) \
-            and shutil.which("ptxas") is None:
-        pytest.skip("no ptxas to compile for a GPU")
-    cases = [(86, "float32", 64), (86, "float32", 128), (86, "float32", MAX_WIDTH),
-             (86, "float64", 64), (80, "float64", 128), (90, "float64", MAX_WIDTH)]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", _COMPILE_FOR_GPUS, json.dumps(cases)], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    shared = json.loads(run.stdout.strip().splitlines()[-1])
-    over = [(c, s) for c, s in zip(cases, shared) if s > SHARED_LIMIT[c[0]]]
-    assert not over, over
-
+# ---- the fused kernel: its compile checks for real GPUs are in tests/kernels/test_kernel_gpu_targets.py
 
 def test_fused_kernel_refuses_blocks_wider_than_its_limit():
     from fastsim.kernels.mimic_block import MAX_WIDTH
