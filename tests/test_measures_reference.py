@@ -12,12 +12,11 @@ import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from strategies import matrix
 
 import fastsim
 from fastsim import reference as R
 from fastsim.metrics import registry
-
-from strategies import matrix
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,6 +66,21 @@ def conditioned(layers) -> bool:
     return True
 
 
+def untied(layers, ridge=0.0) -> bool:
+    """PWCCA weighs canonical directions, which are not unique within tied canonical correlations
+    (other than all equal to 1): the measure itself is undefined there."""
+    from fastsim.core.numpy_cca import canonical
+
+    for a in layers:
+        for b in layers:
+            if a is b:
+                continue
+            rho = canonical(a, b, ridge)[0]
+            if rho.size > 1 and not np.all(rho > 1 - 1e-9) and np.any(np.abs(np.diff(rho)) < 1e-6):
+                return False
+    return True
+
+
 @st.composite
 def stacks(draw, min_n=12, max_n=48, max_d=5, patterns=("gaussian", "offset", "heavy", "lowrank", "duplicates")):
     n = draw(st.integers(min_n, max_n))
@@ -93,6 +107,8 @@ def stacks(draw, min_n=12, max_n=48, max_d=5, patterns=("gaussian", "offset", "h
 def test_all_pairs_equal_reference(name, layers):
     if name in CCA_LIKE + ["svcca"]:
         assume(conditioned(layers))
+    if name == "pwcca":
+        assume(untied(layers))
     if name == "rsa_cosine":
         assume(resolved_cosines(layers))
     agree(name, layers)
@@ -102,6 +118,8 @@ def test_all_pairs_equal_reference(name, layers):
 @given(layers=stacks(min_n=6, max_n=20, max_d=12), ridge=st.sampled_from([1e-3, 0.1, 2.0]))
 def test_ridge_equals_reference_even_with_more_features_than_samples(name, layers, ridge):
     assume(conditioned(layers))
+    if name == "pwcca":
+        assume(untied(layers, ridge))
     agree(name, layers, ridge=ridge)
 
 
@@ -117,6 +135,8 @@ def test_svcca_keep_equals_reference(layers, keep):
 def test_chunked_and_merged_states_equal_reference(name, layers, data):
     if name in CCA_LIKE + ["svcca"]:
         assume(conditioned(layers))
+    if name == "pwcca":
+        assume(untied(layers))
     if name == "rsa_cosine":
         assume(resolved_cosines(layers))
     n = layers[0].shape[0]
@@ -196,6 +216,8 @@ def adversarial():
 @pytest.mark.parametrize("name", COVARIANCE + KNN + ["rsa_spearman"])
 def test_adversarial_cases_equal_reference(name, case):
     layers = adversarial()[case]
+    if name == "rsa_cosine" and not resolved_cosines(layers):
+        pytest.skip("samples nearly parallel (a mean of 1e4): their cosine RSM is below float64 resolution")
     opts = {"k": 5} if name in KNN else {}
     agree(name, layers, **opts)
 

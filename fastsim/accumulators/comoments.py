@@ -11,17 +11,18 @@ to every chunk before it is accumulated).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from typing_extensions import Self
 
 from ..core import budget
-from .base import Accumulator
 from ..core.comoments import CoMoments
 from ..core.errors import check_choice, check_flag
 from ..core.inputs import Origin, check_finite, prepare, split_layers, to_origin
 from ..core.precision import PRECISIONS, compute_dtype
+from .base import Accumulator
 
 #: (state, result dtype) -> (L, L) float64 CPU tensor
 Finish = Callable[[CoMoments, torch.dtype], torch.Tensor]

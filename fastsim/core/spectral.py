@@ -25,13 +25,15 @@ linear regression, Procrustes. The expensive part that pairs share is done here 
   principal angles between the column spaces of the centered data). With ``ridge > 0`` it is the
   canonical ridge (Vinod 1976) on the standardized features, ``(R + ridge I)^-1/2``.
 
-The dense linear algebra runs in float64: on CPU tensors through NumPy's LAPACK (several times
-faster than torch.linalg's on the machines measured, for these sizes), on GPU tensors through
-torch.linalg.
+The finishing work runs on the CPU in float64 NumPy (``Blocks`` converts a state's blocks once):
+NumPy's LAPACK was several times faster than torch.linalg's for these sizes on the machines
+measured, and interleaving torch operations with NumPy's threaded LAPACK calls made the latter
+up to 60x slower while torch's OpenMP workers spin after each parallel region.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,126 +41,117 @@ import torch
 
 #: eigenvalues of the standardized Gram matrix at or below this fraction of the largest are zero
 RANK_RTOL = 1e-10
+EPS64 = float(np.finfo(np.float64).eps)
 
 
-def _cpu(t: torch.Tensor) -> bool:
-    return t.device.type == "cpu"
-
-
-def eigh_desc(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def eigh_desc(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """float64 (eigenvalues descending, eigenvectors as columns) of a symmetric matrix."""
-    S = S.double()
-    if _cpu(S):
-        w, v = np.linalg.eigh(S.numpy())
-        return torch.from_numpy(w[::-1].copy()), torch.from_numpy(v[:, ::-1].copy())
-    w, v = torch.linalg.eigh(S)
-    return w.flip(0), v.flip(1)
+    w, v = np.linalg.eigh(S)
+    return w[::-1].copy(), v[:, ::-1].copy()
 
 
-def svdvals(M: torch.Tensor) -> torch.Tensor:
+def svdvals(M: np.ndarray) -> np.ndarray:
     """float64 singular values (descending) of a matrix (empty for an empty matrix)."""
-    M = M.double()
-    if M.numel() == 0:
-        return torch.zeros(0, dtype=torch.float64, device=M.device)
-    if _cpu(M):
-        return torch.from_numpy(np.linalg.svd(M.numpy(), compute_uv=False))
-    return torch.linalg.svdvals(M)
+    if M.size == 0:
+        return np.zeros(0)
+    return np.linalg.svd(M, compute_uv=False)
 
 
-def svd(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def svd(M: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """float64 thin SVD (U, s, Vh) of a matrix."""
-    M = M.double()
-    if _cpu(M):
-        u, s, vh = np.linalg.svd(M.numpy(), full_matrices=False)
-        return torch.from_numpy(u), torch.from_numpy(s), torch.from_numpy(vh)
-    return torch.linalg.svd(M, full_matrices=False)
+    return np.linalg.svd(M, full_matrices=False)
 
 
-def constant_features(diag: torch.Tensor, n: int, mean: torch.Tensor) -> torch.Tensor:
+class Blocks:
+    """A co-moment state (``fastsim.core.comoments.CoMoments``) as float64 NumPy on the CPU:
+    blocks converted once, on first use."""
+
+    def __init__(self, state) -> None:
+        self.state = state
+        self.n = state.n
+        self.L = len(state.mean)
+        self.dtype = state.C[(0, 0)].dtype  # the accumulation dtype of the blocks
+        self.mean = [m.double().cpu().numpy() for m in state.mean]
+        self.T = state.T.double().cpu().numpy()
+        self.P = state.P.double().cpu().numpy()
+        self._C: dict[tuple[int, int], np.ndarray] = {}
+
+    def C(self, a: int, b: int) -> np.ndarray:
+        """C[a, b] (d_a x d_b) float64."""
+        key = (min(a, b), max(a, b))
+        if key not in self._C:
+            self._C[key] = self.state.C[key].double().cpu().numpy()
+        return self._C[key] if a <= b else self._C[key].T
+
+    def V(self, a: int, b: int) -> np.ndarray:
+        """V[a][b] = sum_i |u_ai|^2 u_bi (d_b,) float64."""
+        return self.state.V[a][b].double().cpu().numpy()
+
+    def degenerate(self) -> np.ndarray:
+        """(L,) bool: layers whose variance is zero or lost in rounding in the blocks' dtype (the
+        rule of linear CKA's streaming state)."""
+        eps = torch.finfo(self.dtype).eps
+        raw = np.array([m @ m for m in self.mean]) * self.n + self.T
+        return self.T <= (32 * eps) ** 2 * raw
+
+
+def constant_features(diag: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
     """(p,) bool: features whose variance is zero or lost in rounding relative to their square."""
-    eps = torch.finfo(torch.float64).eps
-    diag = diag.double()
-    return diag <= (32 * eps) ** 2 * (diag + n * mean.double().to(diag.device).square())
+    return diag <= (32 * EPS64) ** 2 * (diag + n * mean**2)
 
 
 @dataclass
 class Whitening:
     """One layer's standardized spectrum and whitening (module docs)."""
 
-    keep: torch.Tensor  # (p,) bool: the non-constant features
-    scale: torch.Tensor  # (p',) float64: sqrt of the kept features' sums of squared deviations
-    evals: torch.Tensor  # (r,) float64, descending: eigenvalues of R kept (all p' with ridge > 0)
-    # (with ridge > 0 the canonical correlations past min(rank_a, rank_b) are 0: they do not count)
-    evecs: torch.Tensor  # (p', r) float64
+    keep: np.ndarray  # (p,) bool: the non-constant features
+    scale: np.ndarray  # (p',) sqrt of the kept features' sums of squared deviations
+    evals: np.ndarray  # (r,) descending: eigenvalues of R kept (all p' with ridge > 0)
+    evecs: np.ndarray  # (p', r)
     ridge: float
     rank: int  # numerical rank: eigenvalues above RANK_RTOL of the largest (r = rank when ridge = 0)
+    # (with ridge > 0 the canonical correlations past min(rank_a, rank_b) are 0: they do not count)
 
     @property
-    def W(self) -> torch.Tensor:
+    def W(self) -> np.ndarray:
         """(p', r): W^T C_kept W = diag(evals / (evals + ridge))."""
-        return self.evecs / self.scale[:, None] / torch.sqrt(self.evals + self.ridge)[None, :]
+        return self.evecs / self.scale[:, None] / np.sqrt(self.evals + self.ridge)[None, :]
 
-    def covariance_times_W(self) -> torch.Tensor:
+    def covariance_times_W(self) -> np.ndarray:
         """(p', r): C_kept W = D^1/2 V_r Lambda_r (Lambda_r + ridge)^-1/2, without forming C W."""
-        return self.evecs * self.scale[:, None] * (self.evals / torch.sqrt(self.evals + self.ridge))[None, :]
-
-    def rows(self, block: torch.Tensor) -> torch.Tensor:
-        """The kept rows of a (p, q) block, float64."""
-        return block.double()[self.keep]
+        return self.evecs * self.scale[:, None] * (self.evals / np.sqrt(self.evals + self.ridge))[None, :]
 
 
-def whitening(C: torch.Tensor, n: int, mean: torch.Tensor, ridge: float = 0.0) -> Whitening:
+def whitening(C: np.ndarray, n: int, mean: np.ndarray, ridge: float = 0.0) -> Whitening:
     """The Whitening of a layer from its co-moment block C[a, a] (p x p), sample count and mean."""
-    C = C.double()
-    diag = torch.diagonal(C).clone()
+    diag = np.diagonal(C).copy()
     keep = ~constant_features(diag, n, mean)
-    dev = C.device
-    if not bool(keep.any()):
-        empty = torch.zeros(0, dtype=torch.float64, device=dev)
-        return Whitening(keep, empty, empty, torch.zeros(0, 0, dtype=torch.float64, device=dev), ridge, 0)
-    Ck = C[keep][:, keep]
-    scale = torch.sqrt(torch.diagonal(Ck))
+    if not keep.any():
+        return Whitening(keep, np.zeros(0), np.zeros(0), np.zeros((0, 0)), ridge, 0)
+    Ck = C[np.ix_(keep, keep)]
+    scale = np.sqrt(np.diagonal(Ck))
     Rm = Ck / scale[:, None] / scale[None, :]
-    Rm = (Rm + Rm.T) / 2
-    w, v = eigh_desc(Rm)
-    w, v = w.to(dev), v.to(dev)
+    w, v = eigh_desc((Rm + Rm.T) / 2)
     r = int((w > RANK_RTOL * w[0]).sum()) if w[0] > 0 else 0
     if ridge == 0:
         w, v = w[:r], v[:, :r]
     else:
-        w = w.clamp_min(0.0)
+        w = np.maximum(w, 0.0)
     return Whitening(keep, scale, w, v, float(ridge), r)
 
 
-def block(C: dict, a: int, b: int) -> torch.Tensor:
-    """C[a, b] as float64 from the upper-triangular dict of co-moment blocks."""
-    return C[(a, b)].double() if a <= b else C[(b, a)].double().T
-
-
-def raw_second_moments(state) -> torch.Tensor:
-    """(L,) float64: mean over samples of |x|^2, per layer (for the zero-variance rule)."""
-    return torch.stack([mu.double().square().sum().cpu() + t.cpu() / state.n for mu, t in zip(state.mean, state.T)])
-
-
-def degenerate_layers(state, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """(L,) bool CPU: layers whose variance is zero or lost in rounding in `dtype` (the rule of
-    linear CKA's streaming state)."""
-    eps = torch.finfo(dtype).eps
-    return state.T.double().cpu() <= (32 * eps) ** 2 * raw_second_moments(state)
-
-
-def layer_whitenings(state, ridge: float, label: str, role: str = "CCA") -> list[Whitening]:
-    """Every layer's Whitening from a co-moment state. With ridge = 0, a layer whose numerical
-    rank reaches n - 1 spans every direction of the centered samples, so every canonical
-    correlation with it is 1 (every least-squares fit from it is perfect) whatever the other
-    layer: a ValueError says so and names the remedy (more samples, or ridge > 0)."""
+def layer_whitenings(blocks: Blocks, ridge: float, label: str, role: str = "CCA") -> list[Whitening]:
+    """Every layer's Whitening. With ridge = 0, a layer whose numerical rank reaches n - 1 spans
+    every direction of the centered samples, so every canonical correlation with it is 1 (every
+    least-squares fit from it is perfect) whatever the other layer: a ValueError says so and
+    names the remedy (more samples, or ridge > 0)."""
     out = []
-    for a in range(len(state.mean)):
-        w = whitening(state.C[(a, a)], state.n, state.mean[a], ridge)
-        if ridge == 0 and w.rank > 0 and w.rank >= state.n - 1:
+    for a in range(blocks.L):
+        w = whitening(blocks.C(a, a), blocks.n, blocks.mean[a], ridge)
+        if ridge == 0 and w.rank > 0 and w.rank >= blocks.n - 1:
             raise ValueError(
-                f"{label}: layer {a} spans all n - 1 = {state.n - 1} directions of the centered samples (rank "
-                f"{w.rank}, {state.mean[a].shape[0]} features), so every {role} result with it is trivially "
+                f"{label}: layer {a} spans all n - 1 = {blocks.n - 1} directions of the centered samples (rank "
+                f"{w.rank}, {blocks.mean[a].shape[0]} features), so every {role} result with it is trivially "
                 f"perfect whatever the other layer. {role} needs more samples than features (n > rank + 1); "
                 "use more samples, or pass ridge > 0 (regularized, on standardized features)"
             )
@@ -166,16 +159,13 @@ def layer_whitenings(state, ridge: float, label: str, role: str = "CCA") -> list
     return out
 
 
-def whitened_cross(C: dict, wa: Whitening, wb: Whitening, a: int, b: int) -> torch.Tensor:
-    """(r_a, r_b) float64: W_a^T C[a, b] W_b, whose singular values are the canonical correlations."""
-    Cab = block(C, a, b)[wa.keep][:, wb.keep].to(wa.evecs.device)
-    return wa.W.T @ Cab @ wb.W
+def whitened_cross(blocks: Blocks, wa: Whitening, wb: Whitening, a: int, b: int) -> np.ndarray:
+    """(r_a, r_b): W_a^T C[a, b] W_b, whose singular values are the canonical correlations."""
+    return wa.W.T @ blocks.C(a, b)[np.ix_(wa.keep, wb.keep)] @ wb.W
 
 
 def check_ridge(value) -> float:
     """The ridge option of the CCA family and linear regression: a finite number >= 0 (0: none)."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 <= float(value) < float("inf")):
         raise ValueError(f"ridge must be a finite number >= 0 (0: no regularization); got {value!r}")
     return float(value)
@@ -185,12 +175,14 @@ RIDGE_HELP = ("regularization added to the eigenvalues of each layer's standardi
               "scaled to unit sum of squares, so ridge is relative to the mean feature variance); 0: none")
 
 
-def nan_layers(out: torch.Tensor, bad: list[int], what: str, why: str = "zero variance (no non-constant feature)") -> torch.Tensor:
-    """NaN in the rows and columns of the `bad` layers of an (L, L) result, with a DegenerateWarning."""
+def nan_layers(out: np.ndarray, bad, what: str, why: str = "zero variance (no non-constant feature)") -> torch.Tensor:
+    """The (L, L) result as a float64 tensor, NaN in the rows and columns of the `bad` layers
+    (indices or a bool mask), with a DegenerateWarning."""
     from .errors import warn_degenerate
 
+    bad = [int(i) for i in (np.flatnonzero(bad) if np.asarray(bad).dtype == bool else bad)]
     if bad:
-        out[bad, :] = float("nan")
-        out[:, bad] = float("nan")
+        out[bad, :] = np.nan
+        out[:, bad] = np.nan
         warn_degenerate(f"{what} is undefined (NaN) for layer(s) {bad}: {why}")
-    return out
+    return torch.from_numpy(out)

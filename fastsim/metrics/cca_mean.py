@@ -24,7 +24,15 @@ import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
 from ..core.numpy_cca import canonical
-from ..core.spectral import RIDGE_HELP, check_ridge, layer_whitenings, nan_layers, svdvals, whitened_cross
+from ..core.spectral import (
+    RIDGE_HELP,
+    Blocks,
+    check_ridge,
+    layer_whitenings,
+    nan_layers,
+    svdvals,
+    whitened_cross,
+)
 from .spec import Metric, Option
 
 NAME = "cca_mean"
@@ -37,19 +45,20 @@ def reference(a: Any, b: Any, ridge: float = 0.0) -> float:
 
 
 def finish(state, dtype: torch.dtype, *, ridge: float) -> torch.Tensor:
-    ws = layer_whitenings(state, ridge, NAME)
+    blocks = Blocks(state)
+    ws = layer_whitenings(blocks, ridge, NAME)
     L = len(ws)
-    out = torch.eye(L, dtype=torch.float64)
+    out = np.eye(L)
     bad = [a for a, w in enumerate(ws) if w.rank == 0]
     for a in range(L):
         if a in bad:
             continue
         if ridge > 0:
-            out[a, a] = float((ws[a].evals / (ws[a].evals + ridge)).sum()) / ws[a].rank
+            out[a, a] = float(np.sum(ws[a].evals / (ws[a].evals + ridge))) / ws[a].rank
         for b in range(a + 1, L):
             if b in bad:
                 continue
-            rho = svdvals(whitened_cross(state.C, ws[a], ws[b], a, b))
+            rho = svdvals(whitened_cross(blocks, ws[a], ws[b], a, b))
             value = float(rho.sum()) / min(ws[a].rank, ws[b].rank)
             out[a, b] = out[b, a] = min(1.0, max(0.0, value))
     return nan_layers(out, bad, NAME)

@@ -36,7 +36,14 @@ import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
 from ..core.numpy_cca import canonical
-from ..core.spectral import RIDGE_HELP, check_ridge, layer_whitenings, nan_layers, whitened_cross
+from ..core.spectral import (
+    RIDGE_HELP,
+    Blocks,
+    check_ridge,
+    layer_whitenings,
+    nan_layers,
+    whitened_cross,
+)
 from .spec import Metric, Option
 
 NAME = "cca_r2"
@@ -50,21 +57,22 @@ def reference(a: Any, b: Any, ridge: float = 0.0) -> float:
 
 
 def finish(state, dtype: torch.dtype, *, ridge: float) -> torch.Tensor:
-    ws = layer_whitenings(state, ridge, NAME)
+    blocks = Blocks(state)
+    ws = layer_whitenings(blocks, ridge, NAME)
     L = len(ws)
-    out = torch.eye(L, dtype=torch.float64)
+    out = np.eye(L)
     bad = [a for a, w in enumerate(ws) if w.rank == 0]
     for a in range(L):
         if a in bad:
             continue
         if ridge > 0:
             shrink = ws[a].evals / (ws[a].evals + ridge)
-            out[a, a] = float(shrink.square().sum()) / ws[a].rank
+            out[a, a] = float(np.sum(shrink**2)) / ws[a].rank
         for b in range(a + 1, L):
             if b in bad:
                 continue
-            M = whitened_cross(state.C, ws[a], ws[b], a, b)
-            value = float(M.square().sum()) / min(ws[a].rank, ws[b].rank)
+            M = whitened_cross(blocks, ws[a], ws[b], a, b)
+            value = float(np.sum(M * M)) / min(ws[a].rank, ws[b].rank)
             out[a, b] = out[b, a] = min(1.0, max(0.0, value))
     return nan_layers(out, bad, NAME)
 

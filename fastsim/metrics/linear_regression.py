@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
+from ..core.errors import warn_degenerate
 from ..core.numpy_cca import basis, check_span, standardized
 from ..core.numpy_reference import as64, pow2_scaled
-from ..core.errors import warn_degenerate
-from ..core.spectral import RIDGE_HELP, block, check_ridge, degenerate_layers, layer_whitenings
+from ..core.spectral import RIDGE_HELP, Blocks, check_ridge, layer_whitenings
 from .spec import Metric, Option
 
 NAME = "linear_regression"
@@ -65,33 +65,30 @@ def reference(a: Any, b: Any, ridge: float = 0.0) -> float:
 
 
 def finish(state, dtype: torch.dtype, *, ridge: float) -> torch.Tensor:
-    ws = layer_whitenings(state, ridge, NAME, "least squares")
+    blocks = Blocks(state)
+    ws = layer_whitenings(blocks, ridge, NAME, "least squares")
     L = len(ws)
-    bad = [b for b, flag in enumerate(degenerate_layers(state, torch.float64).tolist()) if flag]
-    totals = state.T.double().cpu()
-    out = torch.zeros(L, L, dtype=torch.float64)
+    bad = [int(b) for b in np.flatnonzero(blocks.degenerate())]
+    out = np.zeros((L, L))
     for a in range(L):
         w = ws[a]
         if w.rank == 0:
             continue  # a constant predictor explains nothing
         left = (w.evecs / w.scale[:, None]).T  # (r, p'): V^T D^-1/2
-        if ridge == 0:
-            weight = 1.0 / w.evals
-        else:
-            weight = (w.evals + 2 * ridge) / (w.evals + ridge).square()
+        weight = 1.0 / w.evals if ridge == 0 else (w.evals + 2 * ridge) / (w.evals + ridge) ** 2
         for b in range(L):
             if b in bad:
                 continue
             if b == a and ridge == 0:
                 out[a, b] = 1.0
                 continue
-            G = left @ block(state.C, a, b)[w.keep].to(left.device)  # (r, q)
-            value = float((G.square().sum(1) * weight).sum()) / float(totals[b])
+            G = left @ blocks.C(a, b)[w.keep]  # (r, q)
+            value = float(((G * G).sum(1) * weight).sum()) / blocks.T[b]
             out[a, b] = min(1.0, max(0.0, value))
     if bad:  # a constant target has no R^2; a constant predictor explains nothing (0, defined)
-        out[:, bad] = float("nan")
+        out[:, bad] = np.nan
         warn_degenerate(f"{NAME} is undefined (NaN) for target layer(s) {bad}: zero variance")
-    return out
+    return torch.from_numpy(out)
 
 
 class _Finish:

@@ -31,10 +31,9 @@ import numpy as np
 import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
-from ..core.errors import warn_degenerate
 from ..core.numpy_cca import zero_variance
 from ..core.numpy_reference import centered_scaled
-from ..core.spectral import block, degenerate_layers, svdvals
+from ..core.spectral import Blocks, nan_layers, svdvals
 from .spec import Metric
 
 
@@ -74,21 +73,17 @@ def distance(similarity: Any) -> Any:
 
 def finish(state, dtype: torch.dtype) -> torch.Tensor:
     """(L, L) float64 CPU Procrustes similarities from a co-moment state."""
-    L = len(state.mean)
-    bad = degenerate_layers(state, state.C[(0, 0)].dtype)
-    t = state.T.double().cpu()
-    out = torch.eye(L, dtype=torch.float64)
+    blocks = Blocks(state)
+    L = blocks.L
+    bad = blocks.degenerate()
+    out = np.eye(L)
     for a in range(L):
         for b in range(a + 1, L):
             if bad[a] or bad[b]:
                 continue
-            nuclear = float(svdvals(block(state.C, a, b)).sum())
-            out[a, b] = out[b, a] = min(1.0, max(0.0, nuclear / float(torch.sqrt(t[a] * t[b]))))
-    if bool(bad.any()):
-        out[bad, :] = float("nan")
-        out[:, bad] = float("nan")
-        warn_degenerate(f"procrustes is undefined (NaN) for layer(s) {bad.nonzero().flatten().tolist()}: zero variance")
-    return out
+            nuclear = float(svdvals(blocks.C(a, b)).sum())
+            out[a, b] = out[b, a] = min(1.0, max(0.0, nuclear / np.sqrt(blocks.T[a]) / np.sqrt(blocks.T[b])))
+    return nan_layers(out, bad, "procrustes", "zero variance")
 
 
 def accumulator(*, precision: str = "highest") -> CoMomentAccumulator:

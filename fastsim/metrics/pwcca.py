@@ -33,7 +33,17 @@ import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
 from ..core.numpy_cca import canonical, centered
-from ..core.spectral import RANK_RTOL, RIDGE_HELP, Whitening, check_ridge, layer_whitenings, nan_layers, svd, whitened_cross
+from ..core.spectral import (
+    RANK_RTOL,
+    RIDGE_HELP,
+    Blocks,
+    Whitening,
+    check_ridge,
+    layer_whitenings,
+    nan_layers,
+    svd,
+    whitened_cross,
+)
 from .spec import Metric, Option
 
 NAME = "pwcca"
@@ -49,37 +59,34 @@ def reference(a: Any, b: Any, ridge: float = 0.0) -> float:
     return float(np.sum(alpha * rho) / np.sum(alpha))
 
 
-def _weighted(w: Whitening, dirs: torch.Tensor, rho: torch.Tensor) -> float:
+def _weighted(w: Whitening, dirs: np.ndarray, rho: np.ndarray) -> float:
     """sum alpha_i rho_i / sum alpha_i for canonical directions `dirs` (r x m) of whitening w."""
-    dirs = dirs.to(w.evecs.device)
     projections = w.covariance_times_W() @ dirs  # (p', m): C W u_i
-    norms = torch.sqrt((dirs.square() * (w.evals / (w.evals + w.ridge))[:, None]).sum(0))  # |X~ W u_i|
-    live = norms.square() > RANK_RTOL * norms.max().square()  # a variate of numerically zero norm weighs 0
-    alpha = torch.where(live, projections.abs().sum(0) / torch.where(live, norms, torch.ones_like(norms)), 0.0)
-    alpha = alpha.cpu()
-    return float((alpha * rho).sum() / alpha.sum())
+    norms = np.sqrt((dirs**2 * (w.evals / (w.evals + w.ridge))[:, None]).sum(0))  # |X~ W u_i|
+    live = norms**2 > RANK_RTOL * norms.max() ** 2  # a variate of numerically zero norm weighs 0
+    alpha = np.where(live, np.abs(projections).sum(0) / np.where(live, norms, 1.0), 0.0)
+    return float(np.sum(alpha * rho) / np.sum(alpha))
 
 
 def finish(state, dtype: torch.dtype, *, ridge: float) -> torch.Tensor:
-    ws = layer_whitenings(state, ridge, NAME)
+    blocks = Blocks(state)
+    ws = layer_whitenings(blocks, ridge, NAME)
     L = len(ws)
-    out = torch.eye(L, dtype=torch.float64)
+    out = np.eye(L)
     bad = [a for a, w in enumerate(ws) if w.rank == 0]
     for a in range(L):
         if a in bad:
             continue
         if ridge > 0:  # with itself: the canonical directions are the eigenvectors
-            r, p = ws[a].rank, ws[a].evals.numel()
-            out[a, a] = _weighted(ws[a], torch.eye(p, r, dtype=torch.float64),
-                                  (ws[a].evals[:r] / (ws[a].evals[:r] + ridge)).cpu())
+            r, p = ws[a].rank, ws[a].evals.size
+            out[a, a] = _weighted(ws[a], np.eye(p, r), ws[a].evals[:r] / (ws[a].evals[:r] + ridge))
         for b in range(a + 1, L):
             if b in bad:
                 continue
-            U, rho, Vh = svd(whitened_cross(state.C, ws[a], ws[b], a, b))
+            U, rho, Vh = svd(whitened_cross(blocks, ws[a], ws[b], a, b))
             m = min(ws[a].rank, ws[b].rank)
-            rho = rho[:m].cpu()
-            out[a, b] = min(1.0, max(0.0, _weighted(ws[a], U[:, :m], rho)))
-            out[b, a] = min(1.0, max(0.0, _weighted(ws[b], Vh[:m].T, rho)))
+            out[a, b] = min(1.0, max(0.0, _weighted(ws[a], U[:, :m], rho[:m])))
+            out[b, a] = min(1.0, max(0.0, _weighted(ws[b], Vh[:m].T, rho[:m])))
     return nan_layers(out, bad, NAME)
 
 

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
-import numpy as np
-
 from ..core.numpy_cca import zero_variance
 from ..core.numpy_reference import as64, cosine_similarities, scaled_rows
 from ..core.scaling import unit_rows
-from ..core.spectral import block, degenerate_layers
+from ..core.spectral import Blocks
 from .rsa_linear import correlations, upper_correlation
 from .spec import Metric
 
@@ -59,19 +58,17 @@ def unit(rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def finish(state, dtype: torch.dtype) -> torch.Tensor:
-    L, n = len(state.mean), state.n
-    mu = [m.double() for m in state.mean]
-    total = -state.T.double().cpu() / 2
-    cross = torch.empty(L, L, dtype=torch.float64)
+    blocks = Blocks(state)
+    L, n, mu = blocks.L, blocks.n, blocks.mean
+    cross = np.empty((L, L))
     for a in range(L):
         for b in range(a, L):
-            Cab = block(state.C, a, b)
-            m = mu[a] @ Cab @ mu[b]
-            third = mu[a] @ state.V[b][a].double() + mu[b] @ state.V[a][b].double()
-            value = (2 * n - 4) * m + Cab.square().sum() - 2 * third - state.P[a, b].double()
-            cross[a, b] = cross[b, a] = float(value) / 2
-    offset = torch.stack([m.square().sum().cpu() for m in mu])  # |mu|^2: K_ij - f_ij
-    return correlations(n, total, cross, degenerate_layers(state, state.C[(0, 0)].dtype), NAME, offset)
+            C = blocks.C(a, b)
+            m = mu[a] @ C @ mu[b]
+            third = mu[a] @ blocks.V(b, a) + mu[b] @ blocks.V(a, b)
+            cross[a, b] = cross[b, a] = ((2 * n - 4) * m + np.sum(C * C) - 2 * third - blocks.P[a, b]) / 2
+    offset = np.array([m @ m for m in mu])  # |mu|^2: K_ij - f_ij
+    return correlations(n, -blocks.T / 2, cross, blocks.degenerate(), NAME, offset)
 
 
 def accumulator(*, precision: str = "highest") -> CoMomentAccumulator:

@@ -34,7 +34,7 @@ import torch
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
 from ..core.numpy_cca import zero_variance
 from ..core.numpy_reference import centered_scaled
-from ..core.spectral import block, degenerate_layers, nan_layers
+from ..core.spectral import EPS64, Blocks, nan_layers
 from .spec import Metric
 
 NAME = "rsa_linear"
@@ -60,35 +60,34 @@ def reference(a: Any, b: Any) -> float:
     return upper_correlation(ya @ ya.T, yb @ yb.T)
 
 
-def correlations(n: int, total: torch.Tensor, cross: torch.Tensor, bad: torch.Tensor, what: str,
-                 offset: torch.Tensor | None = None) -> torch.Tensor:
+def correlations(n: int, total: np.ndarray, cross: np.ndarray, bad: np.ndarray, what: str,
+                 offset: np.ndarray | None = None) -> torch.Tensor:
     """(L, L) Pearson correlations over the N = n (n - 1) / 2 upper-triangle entries from their
     sums: total[a] = sum f_a, cross[a, b] = sum f_a f_b of the entries less a constant offset[a]
-    (float64 CPU; Pearson ignores it); NaN rows and columns for `bad` layers and where an RSM has
-    no variance (relative to the mean square of its entries)."""
+    (float64; Pearson ignores it); NaN rows and columns for `bad` layers and where an RSM has no
+    variance (relative to the mean square of its entries)."""
     N = n * (n - 1) / 2
-    cov = N * cross - torch.outer(total, total)
-    var = torch.diagonal(cov).clone()
-    eps = torch.finfo(torch.float64).eps
-    off = torch.zeros_like(total) if offset is None else offset
-    mean_square = (torch.diagonal(cross) + 2 * off * total + N * off.square()) / N
-    flat = var <= (32 * eps) ** 2 * N * N * mean_square.abs()
-    bad = bad | flat
-    s = torch.sqrt(var.clamp_min(0))
-    out = (cov / torch.outer(s, s)).clamp(-1.0, 1.0)
-    out.fill_diagonal_(1.0)
-    return nan_layers(out, bad.nonzero().flatten().tolist(), what, "the similarity matrix has no variance off its diagonal")
+    cov = N * cross - np.outer(total, total)
+    var = np.diagonal(cov).copy()
+    off = np.zeros_like(total) if offset is None else offset
+    mean_square = (np.diagonal(cross) + 2 * off * total + N * off**2) / N
+    flat = var <= (32 * EPS64) ** 2 * N * N * np.abs(mean_square)
+    s = np.sqrt(np.maximum(var, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.clip(cov / np.outer(s, s), -1.0, 1.0)
+    np.fill_diagonal(out, 1.0)
+    return nan_layers(out, bad | flat, what, "the similarity matrix has no variance off its diagonal")
 
 
 def finish(state, dtype: torch.dtype) -> torch.Tensor:
-    L, n = len(state.mean), state.n
-    frob = torch.empty(L, L, dtype=torch.float64)
+    blocks = Blocks(state)
+    L, n = blocks.L, blocks.n
+    frob = np.empty((L, L))
     for a in range(L):
         for b in range(a, L):
-            frob[a, b] = frob[b, a] = block(state.C, a, b).square().sum().cpu()
-    total = -state.T.double().cpu() / 2
-    cross = (frob - state.P.double().cpu()) / 2
-    return correlations(n, total, cross, degenerate_layers(state, state.C[(0, 0)].dtype), NAME)
+            C = blocks.C(a, b)
+            frob[a, b] = frob[b, a] = np.sum(C * C)
+    return correlations(n, -blocks.T / 2, (frob - blocks.P) / 2, blocks.degenerate(), NAME)
 
 
 def accumulator(*, precision: str = "highest") -> CoMomentAccumulator:

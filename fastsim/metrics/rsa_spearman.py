@@ -44,7 +44,7 @@ from ..core import budget
 from ..core.errors import check_choice, check_int
 from ..core.numpy_reference import as64, cosine_similarities, pow2_scaled, scaled_rows
 from ..core.precision import compute_dtype
-from ..core.scaling import times_pow2, pow2_exponents
+from ..core.scaling import pow2_exponents, times_pow2
 from ..core.spectral import nan_layers
 from .spec import Metric, Option
 
@@ -162,13 +162,14 @@ def torch_matrix(layers: list[torch.Tensor], *, precision: str, inner: str, pair
         r = torch_ranks(_entries(_prepared(x, inner), inner, i, j))
         R.append(r - r.mean())
     R = torch.stack(R)  # (L, P) centered ranks
-    G = (R @ R.T).cpu()
-    var = torch.diagonal(G).clone()
+    G = (R @ R.T).cpu().numpy()
+    var = np.diagonal(G).copy()
     bad = ~(var > 0)
-    s = torch.sqrt(var.clamp_min(0))
-    out = (G / torch.outer(s, s)).clamp(-1.0, 1.0)
-    out.fill_diagonal_(1.0)
-    out = nan_layers(out, bad.nonzero().flatten().tolist(), NAME, "all of its sampled dissimilarities are equal")
+    s = np.sqrt(np.maximum(var, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.clip(G / np.outer(s, s), -1.0, 1.0)
+    np.fill_diagonal(out, 1.0)
+    out = nan_layers(out, bad, NAME, "all of its sampled dissimilarities are equal")
     return out.to(dtype=dt, device=dev)
 
 

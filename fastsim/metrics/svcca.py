@@ -31,7 +31,14 @@ import torch
 
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
 from ..core.numpy_cca import centered, zero_variance
-from ..core.spectral import RANK_RTOL, block, constant_features, eigh_desc, nan_layers, svdvals
+from ..core.spectral import (
+    RANK_RTOL,
+    Blocks,
+    constant_features,
+    eigh_desc,
+    nan_layers,
+    svdvals,
+)
 from .spec import Metric, Option
 
 NAME = "svcca"
@@ -82,31 +89,29 @@ def reference(a: Any, b: Any, keep: float = 0.99) -> float:
 
 
 def finish(state, dtype: torch.dtype, *, keep: float) -> torch.Tensor:
-    L = len(state.mean)
-    W, keeps = [], []
+    blocks = Blocks(state)
+    L = blocks.L
+    W, live = [], []
     for a in range(L):
-        C = block(state.C, a, a)
+        C = blocks.C(a, a)
         # constant features: their rounding residue must not become a direction
-        live = ~constant_features(torch.diagonal(C), state.n, state.mean[a])
-        C = C[live][:, live]
-        if C.numel() == 0:
+        alive = ~constant_features(np.diagonal(C), blocks.n, blocks.mean[a])
+        live.append(alive)
+        C = C[np.ix_(alive, alive)]
+        if C.size == 0:
             W.append(None)
-            keeps.append(live)
             continue
         w, v = eigh_desc((C + C.T) / 2)
-        k = kept_count(w.clamp_min(0).cpu().numpy(), keep)
-        _check_span(k, state.n, f"layer {a}")
-        w, v = w.to(C.device), v.to(C.device)
-        W.append(v[:, :k] / torch.sqrt(w[:k])[None, :] if k else None)
-        keeps.append(live)
-    out = torch.eye(L, dtype=torch.float64)
+        k = kept_count(np.maximum(w, 0.0), keep)
+        _check_span(k, blocks.n, f"layer {a}")
+        W.append(v[:, :k] / np.sqrt(w[:k])[None, :] if k else None)
+    out = np.eye(L)
     bad = [a for a in range(L) if W[a] is None]
     for a in range(L):
         for b in range(a + 1, L):
             if a in bad or b in bad:
                 continue
-            Cab = block(state.C, a, b)[keeps[a]][:, keeps[b]].to(W[a].device)
-            rho = svdvals(W[a].T @ Cab @ W[b])
+            rho = svdvals(W[a].T @ blocks.C(a, b)[np.ix_(live[a], live[b])] @ W[b])
             m = min(W[a].shape[1], W[b].shape[1])
             out[a, b] = out[b, a] = min(1.0, max(0.0, float(rho[:m].sum()) / m))
     return nan_layers(out, bad, NAME, "zero variance")
