@@ -205,15 +205,17 @@ def launch_config(dtype: torch.dtype, precision: str, rbf: bool, *, aligned: boo
 
 
 def configs(exhaustive: bool = True) -> list[LaunchConfig]:
-    """Every configuration the dispatch can pick on a GPU (exhaustive=False: a representative
-    subset: float32 at every precision, bfloat16 and float64, RBF, aligned and not, one linear)."""
+    """Every configuration the dispatch can pick on a GPU (exhaustive=False: the RBF kernel for
+    float32 "highest" and float64 aligned and not, float32 "medium" and bfloat16 "highest"; the
+    linear kernel for float32 "highest")."""
     out = []
     for dtype in INPUT_DTYPES:
         for precision in (("highest",) if dtype == torch.float64 else ("highest", "high", "medium")):
             for rbf in (True, False):
                 for aligned in (True, False):
                     if not exhaustive:
-                        keep = rbf and (dtype in (torch.float32, torch.float64) or (precision == "highest" and aligned))
+                        keep = rbf and precision == "highest" and dtype in (torch.float32, torch.float64)
+                        keep |= aligned and (dtype, precision) in ((torch.float32, "medium"), (torch.bfloat16, "highest"))
                         keep |= not rbf and dtype == torch.float32 and precision == "highest" and aligned
                         if not keep:
                             continue
