@@ -9,6 +9,9 @@ matrix (compared in float64 NumPy).
     fastsim         fastsim.similarity_matrix(layers, "cka", backend="torch"), one call
     ckatorch        ckatorch.cka_base(x, y, kernel="linear", unbiased=False) per pair
     repsim          repsim.cka(mats, kernel_type="linear", estimator="gretton"), its own all-pairs call
+    pytorch-cka     cka.cka_from_features(layers, layers) (PyPI pytorch-cka 1.1.3): all pairs in one
+                    call from L full n x n Grams, unbiased HSIC; compared with fastsim's debiased
+                    CKA (its values are the debiased ones, clamped to [0, 1])
     platonic        full n x n Gram K = X X^T per layer, centered H K H, then per pair
                     HSIC = trace(K_a H K_b H) = sum((H K_a H) * (H K_b H))
   mutual_knn (k neighbours by cosine)
@@ -20,7 +23,17 @@ matrix (compared in float64 NumPy).
     fastsim         fastsim.similarity_matrix(layers, "cosine", backend="torch")
     torchloop       torch.nn.functional.cosine_similarity(x, y, dim=1).mean() per pair
 
-Pair loops run the strict upper triangle i < j, mirror it, and put 1 on the diagonal.
+Pair loops run the strict upper triangle i < j, mirror it, and put 1 on the diagonal. The
+column max|diff| is each method's largest absolute difference from the float64 value
+(fastsim.similarity_matrix on the float64 layers), so every row, fastsim's included, shows its
+own error.
+
+--busy N starts N competing busy processes (pure Python loops, one core each; children of this
+process, so in its scheduling group) for the whole run, as when fastsim runs beside training jobs
+or data loaders. --compare-idle times fastsim first without them, then with them, in the same
+run, and prints busy / idle. --accuracy prints the table of precision modes x measured error
+(float32 and float64 inputs; Gaussian layers and layers with massive activations) against a
+longdouble oracle, and exits.
 fastsim and the bench's own torch baselines get one untimed warm-up call and the best of
 --repeat timed calls; the slow peers (ckatorch, repsim) run once, without warm-up.
 
@@ -31,17 +44,23 @@ torch.mm measured at start, and floor / time, the fraction of that rate achieved
 
 Run:  python bench/cpu.py --n 4096
       python bench/cpu.py --n 4096 --skip ckatorch,repsim   # leave out the slow peers
+      python bench/cpu.py --busy 1 --compare-idle --only cka --skip repsim,platonic
+      python bench/cpu.py --accuracy
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import math
+import os
 import platform
+import subprocess
+import sys
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -57,8 +76,28 @@ try:
     import repsim
 except ImportError:
     repsim = None
+try:
+    import cka as pytorch_cka  # PyPI pytorch-cka
+except ImportError:
+    pytorch_cka = None
 
-PEERS = ("ckatorch", "repsim", "platonic", "torchloop")
+PEERS = ("ckatorch", "repsim", "pytorch-cka", "platonic", "torchloop")
+METRICS = ("cka", "mutual_knn", "cosine")
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """`count` processes spinning a Python loop (one core each) while the block runs."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        if procs:
+            time.sleep(0.5)  # let them start spinning
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
 
 
 # ----------------------------------------------------------------------------- inputs, timing
@@ -163,8 +202,9 @@ def header(args: argparse.Namespace, rate: float) -> None:
     print(f"cpu      {cpu}; torch threads {torch.get_num_threads()}")
     print(
         f"versions torch {torch.__version__}, fastsim {fastsim.__version__}, "
-        f"ckatorch {version('ckatorch')}, repsim {version('repsim')}"
+        f"ckatorch {version('ckatorch')}, repsim {version('repsim')}, pytorch-cka {version('pytorch-cka')}"
     )
+    print(f"load     {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min) at start; --busy {args.busy}")
     print(f"matmul   float32 2048^3 torch.mm: {rate / 1e9:.1f} GFLOP/s")
     print(
         f"inputs   L={args.layers} layers of float32 (n={args.n}, d={args.dim}), layer l+1 = layer l + "
@@ -178,6 +218,38 @@ def header(args: argparse.Namespace, rate: float) -> None:
     print()
 
 
+def accuracy_table(args: argparse.Namespace) -> None:
+    """Precision modes x measured error, against a longdouble oracle (tests/oracles.py)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import oracles
+
+    n, L, d = args.acc_n, args.acc_layers, args.acc_dim
+    data = {
+        "Gaussian": oracles.gaussian_layers(L=L, n=n, d=d, dtype=np.float64),
+        "massive activations": oracles.massive_layers(L=L, n=n, d=d, big=1000.0, offset=300.0, dtype=np.float64),
+    }
+    cases = [("cka", False), ("cka", True), ("rbf_cka", False), ("rbf_cka", True), ("cosine", False)]
+    print(f"date     {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}")
+    print(f"inputs   L={L} layers of (n={n}, d={d}); 'massive activations': 2 features per layer about 1000x the")
+    print("         rest (a large constant with 5 % variation) and an offset of 300 on every feature")
+    print("error    max |fastsim - oracle| over all pairs, oracle: NumPy longdouble with the formulas written out")
+    print()
+    print("| data | input | metric | highest | high | medium |")
+    print("|---|---|---|---|---|---|")
+    for name, layers in data.items():
+        want = {case: oracles.similarity_matrix_ld(layers, *case) for case in cases}
+        for dtype in (np.float32, np.float64):
+            typed = [x.astype(dtype) for x in layers]
+            for metric, debiased in cases:
+                opts = {} if metric == "cosine" else {"debiased": debiased}
+                errs = []
+                for precision in ("highest", "high", "medium"):
+                    got = fastsim.similarity_matrix(typed, metric, precision=precision, backend="torch", **opts)
+                    errs.append(f"{np.nanmax(np.abs(got - want[metric, debiased])):.1e}")
+                label = metric + (" debiased" if debiased else "")
+                print(f"| {name} | {np.dtype(dtype).name} | {label} | " + " | ".join(errs) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--layers", type=int, default=13)
@@ -188,16 +260,31 @@ def main() -> None:
         "--repeat", type=int, default=1, help="timed calls per warmed-up method, best reported (ckatorch, repsim: once)"
     )
     p.add_argument("--skip", default="", help=f"comma list of peers to leave out: {','.join(PEERS)}")
+    p.add_argument("--only", default="", help=f"comma list of metrics to run: {','.join(METRICS)}")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--busy", type=int, default=0, help="competing busy processes during the timings")
+    p.add_argument("--compare-idle", action="store_true", help="with --busy: time fastsim idle first, print busy / idle")
+    p.add_argument("--accuracy", action="store_true", help="print the precision-mode error table and exit")
+    p.add_argument("--acc-n", type=int, default=1024)
+    p.add_argument("--acc-layers", type=int, default=6)
+    p.add_argument("--acc-dim", type=int, default=256)
     args = p.parse_args()
+    if args.accuracy:
+        accuracy_table(args)
+        return
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if skip - set(PEERS):
         p.error(f"--skip: unknown peer(s) {sorted(skip - set(PEERS))}; choose from {', '.join(PEERS)}")
-    for name, module in (("ckatorch", ckatorch), ("repsim", repsim)):
+    only = {s.strip() for s in args.only.split(",") if s.strip()} or set(METRICS)
+    if only - set(METRICS):
+        p.error(f"--only: unknown metric(s) {sorted(only - set(METRICS))}; choose from {', '.join(METRICS)}")
+    for name, module in (("ckatorch", ckatorch), ("repsim", repsim), ("pytorch-cka", pytorch_cka)):
         if module is None and name not in skip:
-            p.error(f"{name} is not installed: pip install {name}, or pass --skip {name}")
+            p.error(f"{name} is not installed: pip install {name}{'==1.1.3' if name == 'pytorch-cka' else ''}, or pass --skip {name}")
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
+    if args.busy < 0 or (args.compare_idle and not args.busy):
+        p.error("--busy must be >= 0, and --compare-idle needs --busy N")
 
     rate = matmul_rate()
     header(args, rate)
@@ -216,44 +303,76 @@ def main() -> None:
     def repsim_all() -> np.ndarray:
         return repsim.cka(np_layers, kernel_type="linear", estimator="gretton")
 
+    def pytorch_cka_all() -> np.ndarray:
+        return pytorch_cka.cka_from_features(layers, layers)
+
     def cosine_loop() -> np.ndarray:
         return pair_loop(L, lambda i, j: F.cosine_similarity(layers[i], layers[j], dim=1).mean())
 
-    # metric -> (fastsim options, floor multiply-adds and label, [(peer, label, call, warm-up)])
+    # metric -> (fastsim options, floor multiply-adds and label, [(peer, label, call, warm-up, options of
+    # the float64 value it is compared with)])
     plan = {
         "cka": ({}, (cka_macs, cka_path), [
-            ("ckatorch", "ckatorch.cka_base, pair loop", ckatorch_loop, False),
-            ("repsim", "repsim.cka(linear, gretton)", repsim_all, False),
-            ("platonic", "platonic-style n x n HSIC", lambda: platonic_cka(layers), True),
+            ("ckatorch", "ckatorch.cka_base, pair loop", ckatorch_loop, False, {}),
+            ("repsim", "repsim.cka(linear, gretton)", repsim_all, False, {}),
+            ("pytorch-cka", "pytorch-cka cka_from_features", pytorch_cka_all, True, {"debiased": True}),
+            ("platonic", "platonic-style n x n HSIC", lambda: platonic_cka(layers), True, {}),
         ]),
         "mutual_knn": ({"k": k}, (n * n * D / 2, "per-layer Gram"), [
-            ("platonic", "platonic-style argsort+masks", lambda: platonic_mutual_knn(layers, k), True),
+            ("platonic", "platonic-style argsort+masks", lambda: platonic_mutual_knn(layers, k), True, {"k": k}),
         ]),
         "cosine": ({}, None, [
-            ("torchloop", "F.cosine_similarity pair loop", cosine_loop, True),
+            ("torchloop", "F.cosine_similarity pair loop", cosine_loop, True, {}),
         ]),
     }  # fmt: skip
-    print(f"{'metric':<11} {'method':<31} {'warm':>4} {'seconds':>10} {'ratio':>8} {'max|diff|':>10}  floor")
-    for metric, (options, floor_of, peers) in plan.items():
-        fs_time, fs_out = timed(
-            lambda: fastsim.similarity_matrix(layers, metric, backend="torch", **options), args.repeat, warmup=True
-        )
-        fs = as_f64(fs_out)
-        floor = ""
-        if floor_of is not None:
-            macs, path = floor_of
-            floor_s = 2.0 * macs / rate
-            floor = f"{floor_s:.3g} s ({path}, {macs:.2g} MAC), floor/time {floor_s / fs_time:.2f}"
-        print(f"{metric:<11} {'fastsim (torch backend)':<31} {'yes':>4} {fs_time:>10.4f} {1.0:>8.2f} {'-':>10}  {floor}")
-        for name, label, call, warm in peers:
-            if name in skip:
+    layers64 = [x.double() for x in layers]
+    exact: dict[tuple, np.ndarray] = {}
+
+    def float64_value(metric: str, options: dict) -> np.ndarray:
+        key = (metric, tuple(sorted(options.items())))
+        if key not in exact:
+            exact[key] = as_f64(fastsim.similarity_matrix(layers64, metric, backend="torch", **options))
+        return exact[key]
+
+    idle: dict[str, float] = {}
+    if args.compare_idle:
+        for metric, (options, _, _) in plan.items():
+            if metric in only:
+                idle[metric], _ = timed(
+                    lambda: fastsim.similarity_matrix(layers, metric, backend="torch", **options), args.repeat, warmup=True
+                )
+                print(f"idle     fastsim {metric}: {idle[metric]:.4f} s (before the busy processes start)")
+        print()
+
+    with busy_processes(args.busy):
+        print(f"{'metric':<11} {'method':<31} {'warm':>4} {'seconds':>10} {'ratio':>8} {'max|diff|':>10}  floor")
+        for metric, (options, floor_of, peers) in plan.items():
+            if metric not in only:
                 continue
-            seconds, out = timed(call, args.repeat if warm else 1, warmup=warm)
-            diff = np.abs(as_f64(out) - fs).max()
-            print(
-                f"{metric:<11} {label:<31} {'yes' if warm else 'no':>4} {seconds:>10.4f} "
-                f"{seconds / fs_time:>8.2f} {diff:>10.2e}"
+            fs_time, fs_out = timed(
+                lambda: fastsim.similarity_matrix(layers, metric, backend="torch", **options), args.repeat, warmup=True
             )
+            fs_diff = np.abs(as_f64(fs_out) - float64_value(metric, options)).max()
+            floor = ""
+            if floor_of is not None:
+                macs, path = floor_of
+                floor_s = 2.0 * macs / rate
+                floor = f"{floor_s:.3g} s ({path}, {macs:.2g} MAC), floor/time {floor_s / fs_time:.2f}"
+            if metric in idle:
+                floor += f"  busy/idle {fs_time / idle[metric]:.2f}"
+            print(
+                f"{metric:<11} {'fastsim (torch backend)':<31} {'yes':>4} {fs_time:>10.4f} {1.0:>8.2f} "
+                f"{fs_diff:>10.2e}  {floor}"
+            )
+            for name, label, call, warm, exact_options in peers:
+                if name in skip:
+                    continue
+                seconds, out = timed(call, args.repeat if warm else 1, warmup=warm)
+                diff = np.abs(as_f64(out) - float64_value(metric, exact_options)).max()
+                print(
+                    f"{metric:<11} {label:<31} {'yes' if warm else 'no':>4} {seconds:>10.4f} "
+                    f"{seconds / fs_time:>8.2f} {diff:>10.2e}"
+                )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import threads
 from .hsic import KernelStats
 from .precision import matmul_precision
 
@@ -79,27 +80,34 @@ class CoMoments:
         (float32: TF32/bf16 matmuls at "high"/"medium" where the hardware has them); with
         dtype=float64 they are products and sums in float64 (what StreamingCKA does at "highest")."""
         n = tensors[0].shape[0]
-        # Centered in float64, then rounded: the rows sum to 0 up to one rounding per entry.
-        X64 = [t.double() for t in tensors]
-        mean = [x.mean(0) for x in X64]
-        U64 = [x - mu for x, mu in zip(X64, mean)]
-        lo = [x.amin(0) for x in X64]
-        hi = [x.amax(0) for x in X64]
-        norms = torch.stack([u.square().sum(1) for u in U64], 1)  # (c, L) float64
-        L = len(U64)
-        if gram is None and dtype == torch.float64:
-            C = {(a, b): U64[a].T @ U64[b] for a in range(L) for b in range(a, L)}
-        elif gram is not None:
-            U = [u.to(dtype) for u in U64]
-            G = gram(torch.cat(U, 1), precision)
-            edges = [0, *torch.tensor([u.shape[1] for u in U]).cumsum(0).tolist()]
-            C = {(a, b): G[edges[a] : edges[a + 1], edges[b] : edges[b + 1]] for a in range(L) for b in range(a, L)}
-        else:
-            U = [u.to(dtype) for u in U64]
-            with matmul_precision(precision):
-                C = {(a, b): U[a].T @ U[b] for a in range(L) for b in range(a, L)}
-        V = [[U64[b].T @ norms[:, a] for b in range(L)] for a in range(L)]
-        return cls(n, mean, C, norms.sum(0), V, norms.T @ norms, lo, hi, [u.sum(0) for u in U64])
+        L = len(tensors)
+
+        def prep(t):
+            # Centered in float64 (the residual sum u is kept: the rounded mean leaves one)
+            x = t.double()
+            mu = x.mean(0)
+            u = x - mu
+            return mu, u, x.amin(0), x.amax(0), torch.linalg.vecdot(u, u), u.sum(0)
+
+        with threads.pool(tensors[0].device) as pmap:  # one layer, then one block, per task
+            mean, U64, lo, hi, nrm, first = (list(v) for v in zip(*pmap(prep, tensors)))
+            norms = torch.stack(nrm, 1)  # (c, L) float64
+            pairs = [(a, b) for a in range(L) for b in range(a, L)]
+            if gram is None and dtype == torch.float64:
+                C = dict(zip(pairs, pmap(lambda ab: U64[ab[0]].T @ U64[ab[1]], pairs)))
+            elif gram is not None:
+                U = [u.to(dtype) for u in U64]
+                G = gram(torch.cat(U, 1), precision)
+                edges = [0, *torch.tensor([u.shape[1] for u in U]).cumsum(0).tolist()]
+                C = {(a, b): G[edges[a] : edges[a + 1], edges[b] : edges[b + 1]] for a, b in pairs}
+            else:
+                U = [u.to(dtype) for u in U64]
+                with matmul_precision(precision):
+                    C = dict(zip(pairs, pmap(lambda ab: U[ab[0]].T @ U[ab[1]], pairs)))
+            # V[a][b] = sum |u_a|^2 u_b: for each b, all a at once
+            Vb = list(pmap(lambda b: U64[b].T @ norms, range(L)))  # (d_b, L)
+        V = [[Vb[b][:, a] for b in range(L)] for a in range(L)]
+        return cls(n, mean, C, norms.sum(0), V, norms.T @ norms, lo, hi, first)
 
     @classmethod
     def zeros(cls, dims: list[int], dtype: torch.dtype, device: torch.device) -> "CoMoments":

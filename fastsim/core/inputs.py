@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import budget
+from . import budget, threads
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -74,8 +74,18 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or Inf (first in row {row}); clean the input or pass check_finite=False")
 
 
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether x holds no NaN and no +-Inf: one reduction (min and max propagate NaN)."""
+    if x.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(x)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
 def first_nonfinite_row(x: torch.Tensor) -> int | None:
     """Index of the first row of a 2-D tensor holding NaN or Inf, or None."""
+    if all_finite(x):  # the common case: one pass, no (n, d) bool temporary
+        return None
     for start, end in budget.row_chunks(x.shape[0], max(x.shape[1], 1) * 2):
         bad = ~torch.isfinite(x[start:end]).all(dim=1)
         if bool(bad.any()):
@@ -117,8 +127,13 @@ def prepare(
                 f"{names[0]} has {tensors[0].shape[1]}, {name} has {t.shape[1]}"
             )
     if finite:
-        for name, t in zip(names, tensors):
-            check_finite(name, t)
+        with threads.pool(tensors[0].device) as pmap:  # one single-threaded task per input
+            rows = list(pmap(first_nonfinite_row, tensors))
+        for name, row in zip(names, rows):
+            if row is not None:
+                raise ValueError(
+                    f"{name} contains NaN or Inf (first in row {row}); clean the input or pass check_finite=False"
+                )
     return tensors, Origin(numpy=kinds[0], device=tensors[0].device)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import budget
+from . import budget, threads
 from .errors import warn_degenerate
 from .hsic import KernelStats, stats_from_offdiagonal
 from .moments import Moments
@@ -54,7 +54,8 @@ def linear_uses_sample_space(n: int, dims: list[int]) -> bool:
 
 
 def linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype) -> KernelStats:
-    """KernelStats of the linear kernels from the cross-covariance blocks (feature space)."""
+    """KernelStats of the linear kernels from the cross-covariance blocks (feature space). On the
+    CPU the layers' chunks and the pairs' block updates are tasks of a worker pool."""
     n, L = layers[0].shape[0], len(layers)
     dev = layers[0].device
     dims = [x.shape[1] for x in layers]
@@ -62,34 +63,51 @@ def linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dty
     P, Q, X = (torch.zeros(L, L, dtype=torch.float64, device=dev) for _ in range(3))
     t, r = (torch.zeros(L, dtype=torch.float64, device=dev) for _ in range(2))
     S = torch.zeros(L, L, dtype=torch.float64)
-    for g, group in enumerate(pair_groups(dims, elem)):
-        acc = {pair: torch.zeros(dims[pair[0]], dims[pair[1]], dtype=dt, device=dev) for pair in group}
-        needed = sorted({l for pair in group for l in pair} | (set(range(L)) if g == 0 else set()))
-        for s, e in budget.row_chunks(n, 2 * sum(dims[l] for l in needed) * elem):
-            Z = {l: mom.chunk(l, layers[l], s, e) for l in needed}
-            if g == 0:  # the per-sample sums need one pass only
-                diag = torch.stack([Z[l].square().sum(1) for l in range(L)], 1).double()  # (c, L): |xc_i|^2
-                rows = torch.stack([mom.row_sums(l, Z[l]) for l in range(L)], 1)  # (c, L): K 1
-                P += diag.T @ diag
-                Q += rows.T @ rows
-                X += rows.T @ diag
-                t += diag.sum(0)
-                r += rows.sum(0)
-            for (i, j), a in acc.items():
-                a.addmm_(Z[i].T, Z[j])
-        for (i, j), a in acc.items():
-            S[i, j] = S[j, i] = (a / n).square().sum(dtype=torch.float64).cpu()
-        del acc
+    with threads.pool(dev) as pmap:
+        for g, group in enumerate(pair_groups(dims, elem)):
+            acc = {pair: torch.zeros(dims[pair[0]], dims[pair[1]], dtype=dt, device=dev) for pair in group}
+            needed = sorted({l for pair in group for l in pair} | (set(range(L)) if g == 0 else set()))
+
+            def load(l, s, e, first=g == 0):
+                z = mom.chunk(l, layers[l], s, e)
+                if not first:
+                    return z, None, None
+                return z, torch.linalg.vecdot(z, z).double(), mom.row_sums(l, z)  # |xc_i|^2, K 1
+
+            def update(pair):
+                i, j = pair
+                acc[pair].addmm_(Z[i].T, Z[j])
+
+            for s, e in budget.row_chunks(n, 2 * sum(dims[l] for l in needed) * elem):
+                loaded = list(pmap(lambda l: load(l, s, e), needed))
+                Z = {l: z for l, (z, _, _) in zip(needed, loaded)}
+                if g == 0:  # the per-sample sums need one pass only
+                    diag = torch.stack([loaded[needed.index(l)][1] for l in range(L)], 1)  # (c, L)
+                    rows = torch.stack([loaded[needed.index(l)][2] for l in range(L)], 1)  # (c, L)
+                    P += diag.T @ diag
+                    Q += rows.T @ rows
+                    X += rows.T @ diag
+                    t += diag.sum(0)
+                    r += rows.sum(0)
+                list(pmap(update, group))
+                del Z, loaded
+
+            def norm(pair):
+                return (acc[pair] / n).square().sum(dtype=torch.float64).cpu()
+
+            for (i, j), v in zip(group, pmap(norm, group)):
+                S[i, j] = S[j, i] = v
+            del acc
     return KernelStats.from_full(n, S, P.cpu() / n**2, Q.cpu() / n**2, X.cpu() / n**2, r.cpu() / n, t.cpu() / n)
 
 
-def _block_edge(n: int, L: int, elem: int, width: int) -> int:
-    """Block edge b: L kernel blocks of b x b within the chunk budget, and at least ~8 block rows
-    (down to b = 512), since the diagonal blocks are computed whole: with B block rows the work is
-    (B + 1) / B times the upper triangle's."""
-    b = int(math.sqrt(budget.CHUNK_BYTES / (L * elem)))
+def _block_edge(n: int, L: int, elem: int, width: int, tasks: int = 1) -> int:
+    """Block edge b: L kernel blocks of b x b for each of `tasks` concurrent tasks within the chunk
+    budget, and at least ~8 block rows (down to b = 512), since the diagonal blocks are computed
+    whole: with B block rows the work is (B + 1) / B times the upper triangle's."""
+    b = int(math.sqrt(budget.CHUNK_BYTES / (tasks * L * elem)))
     b = min(b, max(512, -(-n // 8)))
-    return max(1, min(n, b, budget.rows_per_chunk(4 * width * elem, n)))
+    return max(1, min(n, b, budget.rows_per_chunk(4 * tasks * width * elem, n)))
 
 
 class _Loader:
@@ -184,44 +202,53 @@ def sample_stats(
 
     Only the blocks on and above the diagonal are formed; on the diagonal blocks the diagonal is
     zeroed before the pair sums, so the sums are of the off-diagonal entries (``KernelStats``), and
-    the diagonal (|x_i|^2, or the RBF's 1) enters separately, in float64."""
+    the diagonal (|x_i|^2, or the RBF's 1) enters separately, in float64. On the CPU each block
+    is one task of a worker pool (``fastsim.core.threads``)."""
     n, L = layers[0].shape[0], len(layers)
     dev = layers[0].device
     elem = torch.finfo(dt).bits // 8
-    b = _block_edge(n, L, elem, max(x.shape[1] for x in layers) * L)
     load = _Loader(layers, mom)
     S = torch.zeros(L, L, dtype=torch.float64, device=dev)
     R = torch.zeros(L, n, dtype=torch.float64, device=dev)  # off-diagonal row sums
     diag = torch.empty(L, n, dtype=torch.float64, device=dev)
-    cache = None
-    for s, e, s2, e2 in _pair_blocks(n, b):
+
+    def block(pair):
+        s, e, s2, e2 = pair
         same = s2 == s
-        if same:
-            cache = zi, ni = load(s, e)
-            if kernel == "linear":
-                diag[:, s:e] = ni
-                # K 1 = z_i . (sum_j z_j) (the residual of the rounded mean), less the diagonal
-                zl = zi if isinstance(zi, list) else list(zi)
-                R[:, s:e] = torch.stack([mom.row_sums(l, z) for l, z in enumerate(zl)]) - ni
-            elif plan is not None:
-                diag[:, s:e] = (~plan.shifted).double().to(dev)[:, None]
-        zi, ni = cache
+        zi, ni = load(s, e)
         zj, nj = (zi, ni) if same else load(s2, e2)
         K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
         _gram(K, zi, zj)
+        extra = None
         if kernel == "rbf":
             _rbf_block(K, (ni, nj), plan, same)
         elif same:
             K.diagonal(dim1=1, dim2=2).zero_()
+            # K 1 = z_i . (sum_j z_j) (the residual of the rounded mean), less the diagonal
+            zl = zi if isinstance(zi, list) else list(zi)
+            extra = ni, torch.stack([mom.row_sums(l, z) for l, z in enumerate(zl)]) - ni
         # The pair sums run over b^2 entries: in float32 their rounding (amplified by the centering,
         # which cancels most of them) cost up to 1e-3 in RBF CKA; so they are always float64.
         flat = K.view(L, -1).double()
-        S += (flat @ flat.T) * (1.0 if same else 2.0)
+        part = (flat @ flat.T) * (1.0 if same else 2.0)
+        rows = cols = None
         if kernel == "rbf":
-            R[:, s:e] += K.sum(2, dtype=torch.float64)
-            if not same:
-                R[:, s2:e2] += K.sum(1, dtype=torch.float64)
-        del K, flat
+            rows = K.sum(2, dtype=torch.float64)
+            cols = None if same else K.sum(1, dtype=torch.float64)
+        return pair, part, rows, cols, extra
+
+    with threads.pool(dev) as pmap:
+        b = _block_edge(n, L, elem, max(x.shape[1] for x in layers) * L, threads.workers())
+        for (s, e, s2, e2), part, rows, cols, extra in pmap(block, list(_pair_blocks(n, b))):
+            S += part
+            if rows is not None:
+                R[:, s:e] += rows
+            if cols is not None:
+                R[:, s2:e2] += cols
+            if extra is not None:
+                diag[:, s:e], R[:, s:e] = extra
+    if kernel == "rbf":
+        diag[:] = (~plan.shifted).double().to(dev)[:, None]
     return stats_from_offdiagonal(n, S, diag, R, None if plan is None else plan.log_scale())
 
 
@@ -235,22 +262,25 @@ def min_sq_distances(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype, 
     )
     n, L = sub[0].shape[0], len(sub)
     dev = sub[0].device
-    b = _block_edge(n, L, torch.finfo(dt).bits // 8, max(x.shape[1] for x in sub) * L)
     load = _Loader(sub, m)
-    best = torch.full((L,), math.inf, dtype=torch.float64, device=dev)
-    cache = None
-    for s, e, s2, e2 in _pair_blocks(n, b):
+
+    def block(pair):
+        s, e, s2, e2 = pair
         same = s2 == s
-        if same:
-            cache = load(s, e)
-        zi, ni = cache
+        zi, ni = load(s, e)
         zj, nj = (zi, ni) if same else load(s2, e2)
         K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
         _gram(K, zi, zj)
         K.mul_(-2.0).add_(ni.to(dt)[:, :, None]).add_(nj.to(dt)[:, None, :]).clamp_(min=0.0)
         if same:
             K.diagonal(dim1=1, dim2=2).fill_(math.inf)
-        best = torch.minimum(best, K.view(L, -1).amin(1).double())
+        return K.view(L, -1).amin(1).double()
+
+    best = torch.full((L,), math.inf, dtype=torch.float64, device=dev)
+    with threads.pool(dev) as pmap:
+        b = _block_edge(n, L, torch.finfo(dt).bits // 8, max(x.shape[1] for x in sub) * L, threads.workers())
+        for part in pmap(block, list(_pair_blocks(n, b))):
+            best = torch.minimum(best, part)
     return best.cpu()
 
 
@@ -322,7 +352,11 @@ def rbf_bandwidths(layers: list[torch.Tensor], mom: Moments, sigma: float | None
     where a typical entry exp(-mean d2 / (2 sigma^2)) is above 1/2; the mean squared distance
     between samples is twice the centered second moment.
     """
-    sigmas = [float(sigma) * c if sigma is not None else median_sigma(x, c) for x, c in zip(layers, mom.scale)]
+    if sigma is not None:
+        sigmas = [float(sigma) * c for c in mom.scale]
+    else:
+        with threads.pool(layers[0].device) as pmap:
+            sigmas = list(pmap(lambda xc: median_sigma(*xc), list(zip(layers, mom.scale))))
     zero_sigma = torch.tensor([not s > 0 for s in sigmas])
     if bool(zero_sigma.any()) and sigma is None:
         warn_degenerate(

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .. import native
-from . import budget
+from . import budget, threads
 from .precision import compute_dtype, matmul_precision
 from .numpy_reference import exact_order
 from .scaling import row_scales, times_pow2
@@ -220,6 +220,7 @@ def native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, to
         return vals, idx
 
     u = units.numpy()
+    in_worker = threads.workers() == 1 and torch.get_num_threads() == 1
     bufs = [torch.empty(rows * cols, dtype=units.dtype) for _ in range(2)]
     pending: list[concurrent.futures.Future | None] = [None, None]
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsim-topk") as pool:
@@ -229,7 +230,10 @@ def native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, to
                 pending[slot].result()  # that buffer's selection is done; re-raises its error
             e, c1 = min(n, s + rows), min(n, c0 + cols)
             tile = bufs[slot][: (e - s) * (c1 - c0)].view(e - s, c1 - c0)
-            np.matmul(u[s:e], u[c0:c1].T, out=tile.numpy())
+            if in_worker:  # one of several layers searched at once: single-threaded torch GEMM
+                torch.mm(units[s:e], units[c0:c1].T, out=tile)
+            else:
+                np.matmul(u[s:e], u[c0:c1].T, out=tile.numpy())
             pending[slot] = pool.submit(native.topk_tile, tile, s, c0, vals, idx, max(0, e - c0), 1)
         for f in pending:
             if f is not None:

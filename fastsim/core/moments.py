@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import budget
+from . import budget, threads
 from .scaling import power_of_two_scale, scale_halves
 
 
@@ -62,39 +62,39 @@ def centered(rows: torch.Tensor, dtype: torch.dtype, scale: float, mean: torch.T
     return scaled(rows, dtype, scale).sub_(mean)
 
 
+def _one_layer(x: torch.Tensor, dtype: torch.dtype):
+    """(scale, mean, centered, raw, residual, constant, nonfinite) of one layer."""
+    n = x.shape[0]
+    bpr = x.shape[1] * torch.finfo(dtype).bits // 8
+    max_abs, same, finite = 0.0, True, True
+    for s, e in budget.row_chunks(n, bpr):
+        peak = float(x[s:e].abs().amax())  # NaN if the chunk holds one
+        finite = finite and math.isfinite(peak)
+        max_abs = max(max_abs, peak) if math.isfinite(peak) else max_abs
+        same = same and bool((x[s:e] == x[:1]).all())
+    scale = power_of_two_scale(max_abs)
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    sq = torch.zeros((), dtype=torch.float64, device=x.device)
+    for s, e in budget.row_chunks(n, bpr):
+        c = scaled(x[s:e], dtype, scale)
+        total += c.sum(0, dtype=torch.float64)
+        sq += c.square().sum(dtype=torch.float64)
+    mu = (total / n).to(dtype)
+    var = torch.zeros((), dtype=torch.float64, device=x.device)
+    res = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for s, e in budget.row_chunks(n, bpr):
+        z = centered(x[s:e], dtype, scale, mu)
+        var += z.square().sum(dtype=torch.float64)
+        res += z.sum(0, dtype=torch.float64)
+    return scale, mu, var / n, sq / n, res, same and finite, not finite
+
+
 def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
-    n = layers[0].shape[0]
-    scales, means, var_, raw, residual, constant, nonfinite = [], [], [], [], [], [], []
-    for x in layers:
-        bpr = x.shape[1] * torch.finfo(dtype).bits // 8
-        max_abs, same, finite = 0.0, True, True
-        for s, e in budget.row_chunks(n, bpr):
-            peak = float(x[s:e].abs().amax())  # NaN if the chunk holds one
-            finite = finite and math.isfinite(peak)
-            max_abs = max(max_abs, peak) if math.isfinite(peak) else max_abs
-            same = same and bool((x[s:e] == x[:1]).all())
-        nonfinite.append(not finite)
-        constant.append(same and finite)
-        scale = power_of_two_scale(max_abs)
-        total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        sq = torch.zeros((), dtype=torch.float64, device=x.device)
-        for s, e in budget.row_chunks(n, bpr):
-            c = scaled(x[s:e], dtype, scale)
-            total += c.sum(0, dtype=torch.float64)
-            sq += c.square().sum(dtype=torch.float64)
-        mu = (total / n).to(dtype)
-        var = torch.zeros((), dtype=torch.float64, device=x.device)
-        res = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        for s, e in budget.row_chunks(n, bpr):
-            z = centered(x[s:e], dtype, scale, mu)
-            var += z.square().sum(dtype=torch.float64)
-            res += z.sum(0, dtype=torch.float64)
-        residual.append(res)
-        scales.append(scale)
-        means.append(mu)
-        var_.append(var / n)
-        raw.append(sq / n)
+    """Every layer's Moments (one task per layer on the CPU worker pool)."""
+    with threads.pool(layers[0].device) as pmap:
+        parts = list(pmap(lambda x: _one_layer(x, dtype), layers))
+    scales, means, var_, raw, residual, constant, nonfinite = zip(*parts)
     return Moments(
-        scales, means, torch.stack(var_).cpu(), torch.stack(raw).cpu(), residual, dtype,
+        list(scales), list(means), torch.stack(var_).cpu(), torch.stack(raw).cpu(), list(residual), dtype,
         torch.tensor(constant), torch.tensor(nonfinite),
     )

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core import budget
+from ..core import budget, threads
 from ..core.errors import warn_degenerate
 from ..core.hsic import unbiased_terms
 from ..core.knn import knn_indices
@@ -111,9 +111,12 @@ def _matrix(layers: list[torch.Tensor], precision: str, k: int, use_native: bool
     definition. NaN (with a DegenerateWarning) where a self term is <= 0."""
     dt = compute_dtype(layers)
     n = layers[0].shape[0]
-    prepared = [_Layer(x, k, precision, use_native) for x in layers]
     L = len(layers)
-    self_terms = [_hsic_terms(p, p, n) for p in prepared]
+    with threads.pool(layers[0].device) as pmap:  # one layer's search, then one pair, per task
+        prepared = list(pmap(lambda x: _Layer(x, k, precision, use_native), layers))
+        self_terms = list(pmap(lambda p: _hsic_terms(p, p, n), prepared))
+        pairs = [(i, j) for i in range(L) for j in range(L) if i != j]
+        cross = dict(zip(pairs, pmap(lambda ij: _hsic_terms(prepared[ij[0]], prepared[ij[1]], n), pairs)))
     out = torch.empty(L, L, dtype=torch.float64)
     bad = [i for i, v in enumerate(self_terms) if not v > 0]
     if bad:
@@ -127,7 +130,7 @@ def _matrix(layers: list[torch.Tensor], precision: str, k: int, use_native: bool
             elif i == j:
                 out[i, j] = 1.0
             else:
-                out[i, j] = _hsic_terms(prepared[i], prepared[j], n) / (self_terms[i] * self_terms[j]) ** 0.5
+                out[i, j] = cross[i, j] / (self_terms[i] * self_terms[j]) ** 0.5
     return out.to(dtype=dt, device=layers[0].device)
 
 

@@ -19,7 +19,7 @@ import torch
 from typing_extensions import Self
 
 from ..accumulators.base import Accumulator, all_reduce_sum
-from ..core import budget
+from ..core import budget, threads
 from ..core.errors import warn_degenerate
 from ..core.numpy_reference import as64, safe_cosine, scaled_rows
 from ..core.precision import compute_dtype, matmul_precision, work_dtype
@@ -45,17 +45,26 @@ def torch_matrix(layers: list[torch.Tensor], *, precision: str) -> torch.Tensor:
     dt = work_dtype(layers, precision)
     n, L, d = layers[0].shape[0], len(layers), layers[0].shape[1]
     dev = layers[0].device
+
+    def chunk(span):
+        s, e = span
+        units, zero = zip(*(unit_rows(x[s:e], dt) for x in layers))
+        flat = torch.stack(units).reshape(L, -1).double()  # (L, chunk * d)
+        zero = torch.stack(zero)  # (L, chunk)
+        # a sum over chunk * d products: float64 whatever the precision
+        return flat @ flat.T, zero.any(0).sum(), (~zero).sum(1)
+
     acc = torch.zeros(L, L, dtype=torch.float64, device=dev)
     zero_rows = torch.zeros((), dtype=torch.long, device=dev)
     nonzero_per_layer = torch.zeros(L, dtype=torch.long, device=dev)
-    with matmul_precision(precision):
-        for s, e in budget.row_chunks(n, 2 * L * d * torch.finfo(dt).bits // 8):
-            units, zero = zip(*(unit_rows(x[s:e], dt) for x in layers))
-            flat = torch.stack(units).reshape(L, -1).double()  # (L, chunk * d)
-            acc += flat @ flat.T  # a sum over chunk * d products: float64 whatever the precision
-            zero = torch.stack(zero)  # (L, chunk)
-            zero_rows += zero.any(0).sum()
-            nonzero_per_layer += (~zero).sum(1)
+    with matmul_precision(precision), threads.pool(dev) as pmap:
+        tasks = threads.workers()
+        # at least 4 chunks per worker, so that a worker the OS slows down takes fewer
+        rows = max(1, min(budget.rows_per_chunk(2 * tasks * L * d * 8, n), -(-n // (4 * tasks))))
+        for part, zr, nz in pmap(chunk, [(s, min(n, s + rows)) for s in range(0, n, rows)]):
+            acc += part
+            zero_rows += zr
+            nonzero_per_layer += nz
     warn_zero_rows(int(zero_rows))
     out = (acc / n).clamp(-1.0, 1.0)
     # A layer with itself: exactly 1 per nonzero sample (zero vectors count 0), not 1 up to rounding.

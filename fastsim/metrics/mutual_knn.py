@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core import threads
 from ..core.knn import knn_indices, overlap_totals
 from ..core.numpy_reference import knn_indices as reference_knn
 from ..core.precision import compute_dtype
@@ -33,7 +34,8 @@ def reference(a: Any, b: Any, k: int = 10) -> float:
 def _matrix(layers: list[torch.Tensor], precision: str, k: int, use_native: bool) -> torch.Tensor:
     dt = compute_dtype(layers)
     n = layers[0].shape[0]
-    lists = torch.stack([knn_indices(x, k, precision=precision, use_native=use_native) for x in layers])
+    with threads.pool(layers[0].device) as pmap:  # one layer's search per task
+        lists = torch.stack(list(pmap(lambda x: knn_indices(x, k, precision=precision, use_native=use_native), layers)))
     totals = overlap_totals(lists, use_native)
     return (totals.double() / (n * k)).to(dt)
 
