@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fastsim import native
-from fastsim.backends.torch_knn import knn_indices
+from fastsim.core.knn import knn_indices
 
 
 def cpu_model() -> str:
