@@ -125,13 +125,21 @@ class _Loader:
             self.second = torch.tensor([h[1] for h in halves], dtype=dt, device=dev)[:, None, None]
             self.mean = torch.stack(mom.mean)[:, None, :]
 
-    def __call__(self, s: int, e: int):
-        """(chunks, float64 squared norms (L, e - s)); chunks one (L, e - s, d) tensor or a list."""
+    def __call__(self, s: int, e: int, name: str = "z"):
+        """(chunks, float64 squared norms (L, e - s)); chunks one (L, e - s, d) tensor (in the
+        task's reusable buffer `name`) or a list."""
         if self.stacked:
-            z = torch.stack([x[s:e] for x in self.layers]).to(self.mom.dtype)
+            x0 = self.layers[0]
+            z = threads.buffer(name, (len(self.layers), e - s, x0.shape[1]), self.mom.dtype, x0.device)
+            for l, x in enumerate(self.layers):
+                z[l].copy_(x[s:e])
             z = z.mul_(self.first).mul_(self.second).sub_(self.mean)
             return z, torch.linalg.vecdot(z, z).double()
-        zs = [self.mom.chunk(l, x, s, e) for l, x in enumerate(self.layers)]
+        zs = []
+        for l, x in enumerate(self.layers):
+            first, second = scale_halves(self.mom.scale[l])  # as Moments.chunk, in a reused buffer
+            z = threads.buffer(f"{name}{l}", (e - s, x.shape[1]), self.mom.dtype, x.device).copy_(x[s:e])
+            zs.append(z.mul_(first).mul_(second).sub_(self.mom.mean[l]))
         return zs, torch.stack([torch.linalg.vecdot(z, z) for z in zs]).double()
 
 
@@ -215,9 +223,9 @@ def sample_stats(
     def block(pair):
         s, e, s2, e2 = pair
         same = s2 == s
-        zi, ni = load(s, e)
-        zj, nj = (zi, ni) if same else load(s2, e2)
-        K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
+        zi, ni = load(s, e, "zi")
+        zj, nj = (zi, ni) if same else load(s2, e2, "zj")
+        K = threads.buffer("K", (L, e - s, e2 - s2), dt, dev)
         _gram(K, zi, zj)
         extra = None
         if kernel == "rbf":
@@ -229,7 +237,9 @@ def sample_stats(
             extra = ni, torch.stack([mom.row_sums(l, z) for l, z in enumerate(zl)]) - ni
         # The pair sums run over b^2 entries: in float32 their rounding (amplified by the centering,
         # which cancels most of them) cost up to 1e-3 in RBF CKA; so they are always float64.
-        flat = K.view(L, -1).double()
+        flat = K.view(L, -1)
+        if flat.dtype != torch.float64:
+            flat = threads.buffer("K64", flat.shape, torch.float64, dev).copy_(flat)
         part = (flat @ flat.T) * (1.0 if same else 2.0)
         rows = cols = None
         if kernel == "rbf":
@@ -267,9 +277,9 @@ def min_sq_distances(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype, 
     def block(pair):
         s, e, s2, e2 = pair
         same = s2 == s
-        zi, ni = load(s, e)
-        zj, nj = (zi, ni) if same else load(s2, e2)
-        K = torch.empty(L, e - s, e2 - s2, dtype=dt, device=dev)
+        zi, ni = load(s, e, "zi")
+        zj, nj = (zi, ni) if same else load(s2, e2, "zj")
+        K = threads.buffer("K", (L, e - s, e2 - s2), dt, dev)
         _gram(K, zi, zj)
         K.mul_(-2.0).add_(ni.to(dt)[:, :, None]).add_(nj.to(dt)[:, None, :]).clamp_(min=0.0)
         if same:

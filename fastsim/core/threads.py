@@ -12,6 +12,11 @@ simply takes fewer tasks, nobody waits at a barrier, and an idle machine still k
 busy. ``pool`` sets torch's intra-op thread count to 1 for the duration of the call (process
 wide) and restores it; the workers are torch.get_num_threads() at entry. On GPU tensors, and
 inside a worker, tasks run in order in the calling thread.
+
+Large temporaries of many tasks should come from ``buffer``: reused within the call, per worker.
+(Allocating and freeing a 16 MB tensor in each of 200 tasks on two worker threads grew the
+process by 3.3 GB with glibc's malloc, which does not hand such blocks back to the next task of
+another thread's arena; in the calling thread alone it stays flat.)
 """
 
 from __future__ import annotations
@@ -76,14 +81,44 @@ def _mark_worker() -> None:
     _state.worker = True
 
 
+def buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialized tensor of `shape` for a task's temporary `name`: inside ``pool`` tasks,
+    one storage per worker and name, reused by its later tasks and freed when the pool closes."""
+    store = getattr(_state, "scratch", None)
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    if store is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    key = (name, dtype, str(device))
+    buf = store.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = store[key] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel].view(shape)
+
+
+def _with_scratch(fn, stores):
+    def run(item):
+        store = stores.setdefault(threading.get_ident(), {})
+        previous = getattr(_state, "scratch", None)
+        _state.scratch = store
+        try:
+            return fn(item)
+        finally:
+            _state.scratch = previous
+
+    return run
+
+
 def _sequential(fn, items):
-    return map(fn, items)
+    return map(_with_scratch(fn, {}), items)
 
 
 def _parallel(executor, fn, items):
     """Submit every item at once (the workers take them in order, as they become free); yield
     the results in order."""
-    futures = [executor.submit(fn, item) for item in items]
+    run = _with_scratch(fn, {})
+    futures = [executor.submit(run, item) for item in items]
     try:
         for f in futures:
             yield f.result()
