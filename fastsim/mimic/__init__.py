@@ -9,9 +9,10 @@
 """
 
 from .distill import DistillResult, distill
-from .network import MimicConfig, MimickingNetwork, parameter_report
+from .network import MimicConfig, MimickingNetwork
 from .pipeline import DistillReport, run_pipeline
 from .replace import MimickedModel, replace_stack
+from .reports import ParameterReport, TimeReport, parameter_report
 
 __all__ = ["MimickingNetwork", "MimicConfig", "distill", "DistillResult", "replace_stack", "MimickedModel", "parameter_report",
-           "run_pipeline", "DistillReport"]
+           "ParameterReport", "TimeReport", "run_pipeline", "DistillReport"]

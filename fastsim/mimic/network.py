@@ -221,38 +221,3 @@ class MimickingNetwork(nn.Module):
 def _json_path(path: str) -> str:
     root, ext = os.path.splitext(path)
     return (root if ext == ".safetensors" else path) + ".json"
-
-
-@dataclass
-class ParameterReport:
-    """Parameters of the whole teacher (CNN front end included) against the whole mimicked model."""
-
-    teacher: int
-    mimicked: int
-    stack: int
-    mimic: int
-
-    @property
-    def reduction(self) -> float:
-        return 1.0 - self.mimicked / self.teacher
-
-    def summary(self) -> str:
-        return (f"parameters: {self.teacher / 1e6:.2f} M -> {self.mimicked / 1e6:.2f} M "
-                f"({100 * self.reduction:.1f} % fewer; the {self.stack / 1e6:.2f} M-parameter stack is replaced by a "
-                f"{self.mimic / 1e3:.1f} k-parameter mimic)")
-
-
-def parameter_report(teacher: nn.Module, mimicked: nn.Module) -> ParameterReport:
-    """Whole teacher against the model ``replace_stack`` returned (its CNN, feature projection,
-    adapter and mimic; the teacher's training-only masked_spec_embed is not in it)."""
-    return ParameterReport(teacher=count_parameters(teacher), mimicked=count_parameters(mimicked),
-                           stack=_stack_parameters(teacher), mimic=count_parameters(mimicked.mimic))
-
-
-def _stack_parameters(teacher: nn.Module) -> int:
-    """Parameters of what the mimic replaces: ``teacher.encoder``; for Whisper its layers and final norm."""
-    if getattr(teacher.config, "model_type", None) == "whisper":
-        from .whisper_stack import stack_parameters
-
-        return stack_parameters(teacher)
-    return count_parameters(teacher.encoder)

@@ -28,9 +28,10 @@ from ..speech.synth import SynthesisError
 from ..speech.tasks import load_labelled, task_clips
 from .baseline import label_baseline
 from .distill import DistillResult, distill
-from .network import MimicConfig, ParameterReport, parameter_report
+from .network import MimicConfig
+from .reports import ParameterReport, TimeReport, parameter_report
 from .replace import replace_stack
-from .timing import TimeReport, compare
+from .timing import compare
 
 
 class TaskError(ValueError):

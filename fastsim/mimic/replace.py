@@ -21,6 +21,7 @@ from ..speech.inference import eval_mode
 from ..speech.models import check_model
 from ..speech.whisper import is_whisper
 from .network import MimickingNetwork
+from .whisper_stack import replace_stack as replace_whisper_stack
 
 
 def stack_lengths(model: nn.Module, samples: torch.Tensor) -> torch.Tensor:
@@ -92,8 +93,6 @@ def replace_stack(model: nn.Module, mimic: MimickingNetwork) -> MimickedModel:
     ``fastsim.mimic.whisper_stack.MimickedWhisper`` (the mimic replaces its layers and final norm)."""
     check_model(model)
     if is_whisper(model):
-        from .whisper_stack import replace_stack as replace_whisper_stack
-
         return replace_whisper_stack(model, mimic)
     if not isinstance(mimic, MimickingNetwork):
         raise TypeError(f"mimic must be a MimickingNetwork; got {type(mimic).__name__}")

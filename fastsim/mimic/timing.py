@@ -11,60 +11,19 @@ Two comparisons: the whole model (CNN front end + stack, what a user pays) and t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 
 from ..speech.audio import SAMPLE_RATE
 from ..speech.inference import eval_mode, time_call
 from ..speech.whisper import is_whisper
 from .replace import stack_input
-
-
-@dataclass
-class TimeReport:
-    device: str
-    method: str
-    batch: int
-    clip_seconds: float
-    full_s: float  # seconds per pass, whole model
-    mimicked_s: float
-    stack_s: float  # seconds per pass, stack alone
-    mimic_s: float
-
-    def per_audio_second(self, s: float) -> float:
-        """ms per second of audio."""
-        return 1000 * s / (self.batch * self.clip_seconds)
-
-    @property
-    def reduction(self) -> float:
-        return 1 - self.mimicked_s / self.full_s
-
-    @property
-    def stack_reduction(self) -> float:
-        return 1 - self.mimic_s / self.stack_s
-
-    def summary(self) -> str:
-        pa = self.per_audio_second
-        return (f"inference time ({self.method}, batch {self.batch} x {self.clip_seconds:g} s, {self.device}): "
-                f"{pa(self.full_s):.2f} -> {pa(self.mimicked_s):.2f} ms per s of audio "
-                f"({1000 * self.full_s / self.batch:.2f} -> {1000 * self.mimicked_s / self.batch:.2f} ms per clip), "
-                f"{100 * self.reduction:.1f} % less; the stack alone: {pa(self.stack_s):.3f} -> {pa(self.mimic_s):.3f} ms "
-                f"per s of audio ({100 * self.stack_reduction:.1f} % less)")
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.update(reduction=self.reduction, stack_reduction=self.stack_reduction,
-                 full_ms_per_audio_s=self.per_audio_second(self.full_s),
-                 mimicked_ms_per_audio_s=self.per_audio_second(self.mimicked_s))
-        return d
+from .reports import TimeReport
+from .whisper_stack import compare as compare_whisper
 
 
 def compare(teacher: torch.nn.Module, mimicked: torch.nn.Module, *, batch: int, clip_seconds: float,
             warmup: int, repeats: int, seed: int = 0) -> TimeReport:
     if is_whisper(teacher):  # 30 s windows from log-mel features (fastsim.mimic.whisper_stack)
-        from .whisper_stack import compare as compare_whisper
-
         return compare_whisper(teacher, mimicked, batch=batch, clip_seconds=clip_seconds, warmup=warmup,
                                repeats=repeats, seed=seed)
     if batch < 1 or clip_seconds < 0.025 or repeats < 1 or warmup < 0:

@@ -34,8 +34,9 @@ import torch
 from torch import nn
 
 from ..speech import whisper
-from ..speech.inference import count_parameters, eval_mode, time_call
+from ..speech.inference import eval_mode, time_call
 from .network import MimickingNetwork
+from .reports import TimeReport
 
 
 class MimickedWhisper(nn.Module):
@@ -81,17 +82,9 @@ def replace_stack(model: nn.Module, mimic: MimickingNetwork) -> MimickedWhisper:
     return MimickedWhisper(encoder, mimic).train(encoder.training)
 
 
-def stack_parameters(model: nn.Module) -> int:
-    """Parameters of what the mimic replaces: the layers and the final layer norm."""
-    enc = whisper.encoder_of(model)
-    return count_parameters(enc.layers) + count_parameters(enc.layer_norm)
-
-
 def compare(teacher: nn.Module, mimicked: MimickedWhisper, *, batch: int, clip_seconds: float, warmup: int,
             repeats: int, seed: int = 0):
     """``fastsim.mimic.timing.compare`` for Whisper (see the module docs): full 30 s windows."""
-    from .timing import TimeReport
-
     if batch < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"timing: batch >= 1, repeats >= 1 and warmup >= 0 are needed; got {batch}, {repeats}, {warmup}")
     encoder = whisper.encoder_of(teacher)
@@ -123,4 +116,4 @@ def clip_stack_inputs(model: nn.Module, waves: list[np.ndarray]) -> list[torch.T
     return [h.float() for h in whisper.clip_stack_inputs(model, waves)]
 
 
-__all__ = ["MimickedWhisper", "replace_stack", "stack_parameters", "compare", "clip_stack_inputs"]
+__all__ = ["MimickedWhisper", "replace_stack", "compare", "clip_stack_inputs"]

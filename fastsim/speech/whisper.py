@@ -460,7 +460,15 @@ def clip_stack_inputs(model: nn.Module, waves: Sequence[np.ndarray], *, window_b
     return out
 
 
+
+def stack_parameters(model: nn.Module) -> int:
+    """Parameters of the encoder's layer stack and final layer norm (what a mimic replaces)."""
+    enc = encoder_of(model)
+    return sum(p.numel() for m in (enc.layers, enc.layer_norm) for p in m.parameters())
+
+
 __all__ = [
+    "stack_parameters",
     "WHISPER_SIZES", "NAMED_MODELS", "RANDOM_PREFIX", "SAMPLE_RATE", "WINDOW_SAMPLES", "WINDOW_FRAMES", "MEL_FRAMES",
     "FRAME_SAMPLES", "WhisperWeightsMissing", "NamedWhisper", "Package", "Encoded", "whisper_config", "random_whisper",
     "is_whisper", "encoder_of", "named_model_sources", "load_named_whisper", "load_whisper", "feature_extractor",
