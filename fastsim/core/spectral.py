@@ -33,8 +33,11 @@ up to 60x slower while torch's OpenMP workers spin after each parallel region.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import numbers
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -62,6 +65,36 @@ def svd(M: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.linalg.svd(M, full_matrices=False)
 
 
+@contextlib.contextmanager
+def _blas_single_threaded():
+    """NumPy's BLAS/LAPACK limited to one thread within the block (threadpoolctl, if installed);
+    yields whether it could."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield False
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield True
+
+
+def parallel_map(fn: Callable, items: Iterable) -> list:
+    """[fn(x) for x in items], as single-threaded LAPACK tasks on torch.get_num_threads() worker
+    threads when threadpoolctl can hold NumPy's BLAS to one thread (NumPy releases the GIL in
+    LAPACK): on a busy machine a slowed worker takes fewer tasks instead of stalling a threaded
+    factorization, and an idle one keeps every core busy with the memory-bound SVD phases.
+    Without threadpoolctl: in order, each call with NumPy's own threads."""
+    items = list(items)
+    workers = max(1, min(torch.get_num_threads(), len(items)))
+    if workers == 1:
+        return [fn(x) for x in items]
+    with _blas_single_threaded() as single:
+        if not single:
+            return [fn(x) for x in items]
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fastsim-lapack") as ex:
+            return list(ex.map(fn, items))
+
+
 class Blocks:
     """A co-moment state (``fastsim.core.comoments.CoMoments``) as float64 NumPy on the CPU:
     blocks converted once, on first use."""
@@ -82,6 +115,12 @@ class Blocks:
         if key not in self._C:
             self._C[key] = self.state.C[key].double().cpu().numpy()
         return self._C[key] if a <= b else self._C[key].T
+
+    def load(self) -> "Blocks":
+        """Convert every block now (before work that reads them from several threads)."""
+        for key in self.state.C:
+            self.C(*key)
+        return self
 
     def V(self, a: int, b: int) -> np.ndarray:
         """V[a][b] = sum_i |u_ai|^2 u_bi (d_b,) float64."""
@@ -146,8 +185,9 @@ def layer_whitenings(blocks: Blocks, ridge: float, label: str, role: str = "CCA"
     least-squares fit from it is perfect) whatever the other layer: a ValueError says so and
     names the remedy (more samples, or ridge > 0)."""
     out = []
-    for a in range(blocks.L):
-        w = whitening(blocks.C(a, a), blocks.n, blocks.mean[a], ridge)
+    blocks.load()
+    spectra = parallel_map(lambda a: whitening(blocks.C(a, a), blocks.n, blocks.mean[a], ridge), range(blocks.L))
+    for a, w in enumerate(spectra):
         if ridge == 0 and w.rank > 0 and w.rank >= blocks.n - 1:
             raise ValueError(
                 f"{label}: layer {a} spans all n - 1 = {blocks.n - 1} directions of the centered samples (rank "

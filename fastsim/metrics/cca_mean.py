@@ -30,6 +30,7 @@ from ..core.spectral import (
     check_ridge,
     layer_whitenings,
     nan_layers,
+    parallel_map,
     svdvals,
     whitened_cross,
 )
@@ -55,12 +56,10 @@ def finish(state, dtype: torch.dtype, *, ridge: float) -> torch.Tensor:
             continue
         if ridge > 0:
             out[a, a] = float(np.sum(ws[a].evals / (ws[a].evals + ridge))) / ws[a].rank
-        for b in range(a + 1, L):
-            if b in bad:
-                continue
-            rho = svdvals(whitened_cross(blocks, ws[a], ws[b], a, b))
-            value = float(rho.sum()) / min(ws[a].rank, ws[b].rank)
-            out[a, b] = out[b, a] = min(1.0, max(0.0, value))
+    pairs = [(a, b) for a in range(L) for b in range(a + 1, L) if a not in bad and b not in bad]
+    sums = parallel_map(lambda ab: float(svdvals(whitened_cross(blocks, ws[ab[0]], ws[ab[1]], *ab)).sum()), pairs)
+    for (a, b), value in zip(pairs, sums):
+        out[a, b] = out[b, a] = min(1.0, max(0.0, value / min(ws[a].rank, ws[b].rank)))
     return nan_layers(out, bad, NAME)
 
 

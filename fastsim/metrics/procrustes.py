@@ -33,7 +33,7 @@ import torch
 from ..accumulators.comoments import CoMomentAccumulator, one_shot
 from ..core.numpy_cca import zero_variance
 from ..core.numpy_reference import centered_scaled
-from ..core.spectral import Blocks, nan_layers, svdvals
+from ..core.spectral import Blocks, nan_layers, parallel_map, svdvals
 from .spec import Metric
 
 
@@ -77,12 +77,11 @@ def finish(state, dtype: torch.dtype) -> torch.Tensor:
     L = blocks.L
     bad = blocks.degenerate()
     out = np.eye(L)
-    for a in range(L):
-        for b in range(a + 1, L):
-            if bad[a] or bad[b]:
-                continue
-            nuclear = float(svdvals(blocks.C(a, b)).sum())
-            out[a, b] = out[b, a] = min(1.0, max(0.0, nuclear / np.sqrt(blocks.T[a]) / np.sqrt(blocks.T[b])))
+    pairs = [(a, b) for a in range(L) for b in range(a + 1, L) if not (bad[a] or bad[b])]
+    blocks.load()
+    nuclear = parallel_map(lambda ab: float(svdvals(blocks.C(*ab)).sum()), pairs)  # one SVD per pair
+    for (a, b), value in zip(pairs, nuclear):
+        out[a, b] = out[b, a] = min(1.0, max(0.0, value / np.sqrt(blocks.T[a]) / np.sqrt(blocks.T[b])))
     return nan_layers(out, bad, "procrustes", "zero variance")
 
 

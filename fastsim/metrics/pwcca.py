@@ -41,6 +41,7 @@ from ..core.spectral import (
     check_ridge,
     layer_whitenings,
     nan_layers,
+    parallel_map,
     svd,
     whitened_cross,
 )
@@ -80,13 +81,16 @@ def finish(state, dtype: torch.dtype, *, ridge: float) -> torch.Tensor:
         if ridge > 0:  # with itself: the canonical directions are the eigenvectors
             r, p = ws[a].rank, ws[a].evals.size
             out[a, a] = _weighted(ws[a], np.eye(p, r), ws[a].evals[:r] / (ws[a].evals[:r] + ridge))
-        for b in range(a + 1, L):
-            if b in bad:
-                continue
-            U, rho, Vh = svd(whitened_cross(blocks, ws[a], ws[b], a, b))
-            m = min(ws[a].rank, ws[b].rank)
-            out[a, b] = min(1.0, max(0.0, _weighted(ws[a], U[:, :m], rho[:m])))
-            out[b, a] = min(1.0, max(0.0, _weighted(ws[b], Vh[:m].T, rho[:m])))
+
+    def both_orders(ab):  # one SVD serves (a, b) and (b, a)
+        a, b = ab
+        U, rho, Vh = svd(whitened_cross(blocks, ws[a], ws[b], a, b))
+        m = min(ws[a].rank, ws[b].rank)
+        return _weighted(ws[a], U[:, :m], rho[:m]), _weighted(ws[b], Vh[:m].T, rho[:m])
+
+    pairs = [(a, b) for a in range(L) for b in range(a + 1, L) if a not in bad and b not in bad]
+    for (a, b), (ab, ba) in zip(pairs, parallel_map(both_orders, pairs)):
+        out[a, b], out[b, a] = min(1.0, max(0.0, ab)), min(1.0, max(0.0, ba))
     return nan_layers(out, bad, NAME)
 
 

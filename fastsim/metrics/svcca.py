@@ -37,6 +37,7 @@ from ..core.spectral import (
     constant_features,
     eigh_desc,
     nan_layers,
+    parallel_map,
     svdvals,
 )
 from .spec import Metric, Option
@@ -107,13 +108,17 @@ def finish(state, dtype: torch.dtype, *, keep: float) -> torch.Tensor:
         W.append(v[:, :k] / np.sqrt(w[:k])[None, :] if k else None)
     out = np.eye(L)
     bad = [a for a in range(L) if W[a] is None]
-    for a in range(L):
-        for b in range(a + 1, L):
-            if a in bad or b in bad:
-                continue
-            rho = svdvals(W[a].T @ blocks.C(a, b)[np.ix_(live[a], live[b])] @ W[b])
-            m = min(W[a].shape[1], W[b].shape[1])
-            out[a, b] = out[b, a] = min(1.0, max(0.0, float(rho[:m].sum()) / m))
+    pairs = [(a, b) for a in range(L) for b in range(a + 1, L) if a not in bad and b not in bad]
+
+    def mean_rho(ab):
+        a, b = ab
+        rho = svdvals(W[a].T @ blocks.C(a, b)[np.ix_(live[a], live[b])] @ W[b])
+        m = min(W[a].shape[1], W[b].shape[1])
+        return float(rho[:m].sum()) / m
+
+    blocks.load()
+    for (a, b), value in zip(pairs, parallel_map(mean_rho, pairs)):
+        out[a, b] = out[b, a] = min(1.0, max(0.0, value))
     return nan_layers(out, bad, NAME, "zero variance")
 
 
