@@ -36,8 +36,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import numbers
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -116,7 +116,7 @@ class Blocks:
             self._C[key] = self.state.C[key].double().cpu().numpy()
         return self._C[key] if a <= b else self._C[key].T
 
-    def load(self) -> "Blocks":
+    def load(self) -> Blocks:
         """Convert every block now (before work that reads them from several threads)."""
         for key in self.state.C:
             self.C(*key)
