@@ -232,14 +232,16 @@ def accuracy_table(args: argparse.Namespace) -> None:
     print(f"date     {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}")
     print(f"inputs   L={L} layers of (n={n}, d={d}); 'massive activations': 2 features per layer about 1000x the")
     print("         rest (a large constant with 5 % variation) and an offset of 300 on every feature")
-    print("error    max |fastsim - oracle| over all pairs, oracle: NumPy longdouble with the formulas written out")
+    print("error    max |fastsim - oracle| over all pairs; oracle: NumPy longdouble with the formulas written out,")
+    print("         on the values passed in (float32 results are rounded to float32: 3e-8 is that rounding)")
     print()
     print("| data | input | metric | highest | high | medium |")
     print("|---|---|---|---|---|---|")
     for name, layers in data.items():
-        want = {case: oracles.similarity_matrix_ld(layers, *case) for case in cases}
         for dtype in (np.float32, np.float64):
             typed = [x.astype(dtype) for x in layers]
+            # the oracle of the values passed in (float32 ones converted exactly)
+            want = {case: oracles.similarity_matrix_ld(typed, *case) for case in cases}
             for metric, debiased in cases:
                 opts = {} if metric == "cosine" else {"debiased": debiased}
                 errs = []

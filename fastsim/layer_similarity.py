@@ -39,6 +39,7 @@ from typing_extensions import Self
 
 from .accumulators import BottomKSample, PerBatch
 from .accumulators.base import all_reduce_sum, collective_device
+from .core import threads
 from .core.errors import check_choice, check_flag, check_int
 from .core.inputs import first_nonfinite_row
 from .core.precision import PRECISIONS
@@ -161,7 +162,17 @@ class LayerSimilarity:
         """Add one batch: hidden_states (one (B, T, d) tensor per layer) and its (B, T) frame mask.
 
         The batch is checked in full before any state changes: a rejected batch (NaN or Inf in a
-        valid frame, shapes that do not fit) leaves the accumulator as it was."""
+        valid frame, shapes that do not fit) leaves the accumulator as it was. On the CPU the many
+        small operations run single-threaded and the large ones on fastsim's worker pool
+        (``fastsim.core.threads``), so a busy machine slows it down only in proportion."""
+        try:
+            device = hidden_states[0].device
+        except (AttributeError, IndexError, TypeError, KeyError):
+            device = torch.device("cpu")  # _samples says what is wrong with the input
+        with threads.single_threaded(device):
+            return self._update(hidden_states, mask)
+
+    def _update(self, hidden_states: Sequence[torch.Tensor], mask: torch.Tensor | None) -> Self:
         x = self._samples(hidden_states, mask)
         if x.shape[1] == 0:
             return self

@@ -176,8 +176,11 @@ def test_streaming_cka_keeps_its_widths_after_zero_row_updates():
     other = fastsim.StreamingCKA().update([np.ones((5, 7)), np.ones((5, 2))])
     with pytest.raises(ValueError, match="features"):
         acc.merge(other)
+    with pytest.raises(ValueError, match="features"):
+        acc.merge(fastsim.StreamingCKA().update([np.zeros((0, 7)), np.zeros((0, 2))]))  # no rows either
     good = fastsim.StreamingCKA().update([np.random.default_rng(1).standard_normal((6, n)) for n in (4, 3)])
     assert acc.merge(good).dims == [4, 3]
+    assert acc.n == 6
 
 
 @pytest.mark.parametrize(

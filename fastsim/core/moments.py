@@ -63,28 +63,36 @@ def centered(rows: torch.Tensor, dtype: torch.dtype, scale: float, mean: torch.T
 
 
 def _one_layer(x: torch.Tensor, dtype: torch.dtype):
-    """(scale, mean, centered, raw, residual, constant, nonfinite) of one layer."""
-    n = x.shape[0]
-    bpr = x.shape[1] * torch.finfo(dtype).bits // 8
-    max_abs, same, finite = 0.0, True, True
+    """(scale, mean, centered, raw, residual, constant, nonfinite) of one layer, in two passes
+    over its rows: per-feature min and max (peak, zero variance and NaN/Inf at once), then the
+    scaled rows' sums and the centered rows' sums (one reused buffer per chunk)."""
+    n, d = x.shape
+    bpr = d * torch.finfo(dtype).bits // 8
+    lo = hi = None
     for s, e in budget.row_chunks(n, bpr):
-        peak = float(x[s:e].abs().amax())  # NaN if the chunk holds one
-        finite = finite and math.isfinite(peak)
-        max_abs = max(max_abs, peak) if math.isfinite(peak) else max_abs
-        same = same and bool((x[s:e] == x[:1]).all())
+        cl, ch = torch.aminmax(x[s:e], dim=0)  # NaN propagates
+        lo = cl if lo is None else torch.minimum(lo, cl)
+        hi = ch if hi is None else torch.maximum(hi, ch)
+    finite = bool(torch.isfinite(lo).all() & torch.isfinite(hi).all())
+    same = bool((lo == hi).all())
+    max_abs = float(torch.maximum(lo.abs(), hi.abs()).nan_to_num(0.0, 0.0, 0.0).amax()) if d else 0.0
     scale = power_of_two_scale(max_abs)
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    first, second = scale_halves(scale)
+    total = torch.zeros(d, dtype=torch.float64, device=x.device)
     sq = torch.zeros((), dtype=torch.float64, device=x.device)
     for s, e in budget.row_chunks(n, bpr):
-        c = scaled(x[s:e], dtype, scale)
+        c = threads.buffer("moments", (e - s, d), dtype, x.device).copy_(x[s:e]).mul_(first).mul_(second)
         total += c.sum(0, dtype=torch.float64)
-        sq += c.square().sum(dtype=torch.float64)
+        flat = c.view(-1)
+        sq += torch.dot(flat, flat).double()
     mu = (total / n).to(dtype)
     var = torch.zeros((), dtype=torch.float64, device=x.device)
-    res = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    res = torch.zeros(d, dtype=torch.float64, device=x.device)
     for s, e in budget.row_chunks(n, bpr):
-        z = centered(x[s:e], dtype, scale, mu)
-        var += z.square().sum(dtype=torch.float64)
+        # as ``centered`` (Moments.chunk must round identically)
+        z = threads.buffer("moments", (e - s, d), dtype, x.device).copy_(x[s:e]).mul_(first).mul_(second).sub_(mu)
+        flat = z.view(-1)
+        var += torch.dot(flat, flat).double()
         res += z.sum(0, dtype=torch.float64)
     return scale, mu, var / n, sq / n, res, same and finite, not finite
 

@@ -147,17 +147,3 @@ def single_threaded(device: torch.device | str = "cpu") -> Iterator[None]:
             _depth -= 1
             if _depth == 0:
                 torch.set_num_threads(_saved_threads)
-
-
-@contextlib.contextmanager
-def all_threads(device: torch.device | str = "cpu") -> Iterator[None]:
-    """Inside ``single_threaded``: torch's full thread count again for the block (one large
-    operation, e.g. a GEMM, that parallelizes well)."""
-    if torch.device(device).type != "cpu" or _inside_worker() or _depth == 0:
-        yield
-        return
-    torch.set_num_threads(_saved_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(1)

@@ -19,7 +19,7 @@ import torch
 from typing_extensions import Self
 
 from ..accumulators.base import Accumulator
-from ..core import budget
+from ..core import budget, threads
 from ..core.comoments import CoMoments
 from ..core.errors import check_choice, check_flag
 from ..core.hsic import cka_from_hsic, hsic_matrix
@@ -132,19 +132,24 @@ class StreamingCKA(Accumulator):
         if tensors[0].shape[0] == 0:
             return self
         gram = self._gram()
-        for s, e in budget.row_chunks(tensors[0].shape[0], 3 * sum(dims) * 8):
-            chunk = CoMoments.of_chunk([t[s:e] for t in tensors], self._blocks_dtype(), self.precision, gram=gram)
-            self.state = chunk if self.state is None else self.state.merged(chunk)
+        # Many small operations (the merge's shifts): single-threaded, so none waits at an OpenMP
+        # barrier for a core another program holds; the chunk's blocks run on the worker pool.
+        with threads.single_threaded(origin.device):
+            for s, e in budget.row_chunks(tensors[0].shape[0], 3 * sum(dims) * 8):
+                chunk = CoMoments.of_chunk([t[s:e] for t in tensors], self._blocks_dtype(), self.precision, gram=gram)
+                self.state = chunk if self.state is None else self.state.merged(chunk)
         return self
 
     def merge(self, other: Self) -> Self:
-        """Fold in another accumulator's data (disjoint from this one's); returns self."""
+        """Fold in another accumulator's data (disjoint from this one's); returns self. Both must
+        have seen layers of the same widths, from the same kind (NumPy or torch, device) and
+        accumulation dtype, once either has seen any update (zero-row updates included)."""
         self.check_mergeable(other)
-        if other.n == 0:
-            if self.dims is None and other.dims is not None:
-                self.dims, self.origin, self.dtype = other.dims, other.origin, other.dtype
+        if other.dims is None:
             return self
-        if self.dims is not None:
+        if self.dims is None:
+            self.dims, self.origin, self.dtype = other.dims, other.origin, other.dtype
+        else:
             if other.dims != self.dims:
                 raise ValueError(f"cannot merge states of layers with features {self.dims} and {other.dims}")
             if other.origin != self.origin or other.dtype != self.dtype:
@@ -152,9 +157,9 @@ class StreamingCKA(Accumulator):
                     f"cannot merge states of different kinds: {self.origin} in {self.dtype} and "
                     f"{other.origin} in {other.dtype}"
                 )
-        else:
-            self.dims, self.origin, self.dtype = other.dims, other.origin, other.dtype
-        self.state = other.state if self.state is None else self.state.merged(other.state)
+        if other.state is not None:
+            with threads.single_threaded(self.origin.device):
+                self.state = other.state if self.state is None else self.state.merged(other.state)
         return self
 
     def all_reduce(self, group: Any = None) -> Self:
@@ -182,7 +187,8 @@ class StreamingCKA(Accumulator):
             raise ValueError(
                 f"{'debiased ' if self.debiased else ''}StreamingCKA needs at least {minimum} samples; got n = {self.n}"
             )
-        st = self.state.kernel_stats()
+        with threads.single_threaded(self.origin.device):
+            st = self.state.kernel_stats()
         nonfinite = self.state.nonfinite()
         bad = self.state.constant() & ~nonfinite  # zero variance means every sample equal
         return cka_from_hsic(hsic_matrix(st, self.debiased), bad, self.debiased, nonfinite).to(self.dtype)
