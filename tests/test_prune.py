@@ -18,8 +18,10 @@ from fastsim.speech.models import load_model, padding_safe, random_model
 from fastsim.prune import STRATEGIES, kept_layers, plan, remove_layers, skip_layers, sweep
 from fastsim.prune.surgery import find_layer_stack, storage_pointers
 from fastsim.prune.plans import removal_order
-from fastsim.speech.probes import pooled_features, probe_accuracy
-from fastsim.speech.tasks import stratified_split, task_clips
+from fastsim.prune.replay import recording, replayed_prefix
+from fastsim.speech.packing import pack
+from fastsim.speech.probes import batch_features, fit_head, pooled_features, probe_accuracy
+from fastsim.speech.tasks import StreamedClips, fixed_split, head_samples, stratified_split, task_clips
 transformers = pytest.importorskip("transformers")  # optional: not on every machine (none on the GPU box)
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
@@ -353,7 +355,7 @@ def test_task_clips_from_label_folders(tmp_path, small_keywords):
     shutil.copy(small_keywords[0].path, tmp_path / "one" / "yes" / "a.wav")
     with pytest.raises(ValueError, match="1 label subfolder"):
         task_clips(str(tmp_path / "one"))
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(ValueError, match="is none of them"):
         task_clips(str(tmp_path / "missing"))
 
 
@@ -377,31 +379,95 @@ def test_sweep_end_to_end_on_a_tiny_model(tmp_path, small_keywords):
     result = sweep(model, ["block", "adjacent", "block_influence", "last", "first", "random", [3, 0]],
                    [0, 1, 2, 3], small_keywords, progress=False, probe_seeds=2)
     assert result.num_layers == 4 and result.clips == 24 and result.labels == 4
+    assert result.settings["head"] == "fixed" and result.settings["split"] == "the task's own split"
+    assert result.settings["test_clips"] == 8 and result.settings["train_clips"] == 16  # 2 of 6 takes per word test
     layer = count_parameters(model.encoder.layers[0])
     for p in result.points:
         if p.removed is None:
             assert p.strategy == "block" or (p.strategy == "list:3/0" and p.n_removed == 3)
             continue
         assert len(p.removed) == p.n_removed and p.parameters == result.baseline_parameters - p.n_removed * layer
-        assert p.seconds_per_audio_second > 0 and 0 <= p.accuracy <= 1
-        assert p.kept == [i for i in range(4) if i not in p.removed]
+        assert p.seconds_per_audio_second > 0 and 0 <= p.accuracy <= 1 and p.fraction_removed == p.n_removed / 4
+        assert p.kept == [i for i in range(4) if i not in p.removed] and len(p.accuracies) == 2
         assert np.isclose(p.relative_accuracy, p.accuracy / result.baseline_accuracy)
+        lo, hi = p.relative_interval
+        assert lo <= hi and p.relative_std >= 0
     assert all(result.point(s, 0).relative_accuracy == 1.0 for s in result.strategies())
     assert result.point("last", 2).removed == [2, 3] and result.point("list:3/0", 2).removed == [0, 3]
-    # the sweep's numbers are the model's: re-measure one point by hand
+    # the sweep's numbers are the model's, under the fixed head: heads trained once on the unpruned model's
+    # training features (each on its subsample), applied as they are to the pruned model's test features
+    clips = StreamedClips(small_keywords)
+    train, test = fixed_split(clips.labels, clips.splits)
+    X, y = pooled_features(model, small_keywords)
+    heads = [fit_head(X[s], y[s], classes=sorted(set(y)), seed=k)
+             for k, s in enumerate(head_samples(y, train, 2, fraction=0.8))]
     with skip_layers(model, result.point("first", 2).removed):
-        X, y = pooled_features(model, small_keywords)
-    assert np.isclose(np.mean([probe_accuracy(X, y, seed=k) for k in range(2)]), result.point("first", 2).accuracy)
+        Xp, _ = pooled_features(model, small_keywords)
+    by_hand = [h.accuracy(Xp[test], y[test]) for h in heads]
+    assert np.allclose(by_hand, result.point("first", 2).accuracies)
+    assert np.isclose(np.mean([h.accuracy(X[test], y[test]) for h in heads]), result.baseline_accuracy)
     assert kept_layers(model) == [0, 1, 2, 3]
+    keeps = result.keeps()
+    for s, n in keeps.items():
+        assert result.point(s, n).relative_accuracy >= 0.95
+        assert all(p.relative_accuracy is None or p.relative_accuracy < 0.95
+                   for p in result.points if p.strategy == s and p.n_removed > n)
     written = result.save(tmp_path)
     data = json.load(open(written[0]))
     assert len(data["points"]) == 7 * 4 and data["baseline_accuracy"] == result.baseline_accuracy
+    assert data["keeps_95"] == keeps and set(data["separation"]) == {"1", "2", "3"}
     assert os.path.getsize(written[1]) > 10_000
-    assert re.search(r"^\s+3\s", result.table(), re.M)
+    text = result.summary()
+    assert re.search(r"^\s+3\s+75\s", result.table(), re.M) and "±" in result.table()
+    assert "FIXED" in text and "keeping >= 95 %" in text and "bootstrap" in text
     with pytest.raises(ValueError, match="levels: 4 layers cannot be removed"):
         sweep(model, ["last"], [4], small_keywords, progress=False)
     with pytest.raises(ValueError, match="unknown strategy 'middle'"):
         sweep(model, ["middle"], [1], small_keywords, progress=False)
+    with pytest.raises(ValueError, match="head must be one of fixed, refit"):
+        sweep(model, ["last"], [1], small_keywords, progress=False, head="retrain")
+    with pytest.raises(ValueError, match="layout 'packed'.*not a Whisper model"):
+        sweep(model, ["last"], [1], small_keywords, progress=False, layout="packed")
+
+
+def test_sweep_refit_trains_a_head_per_pruned_model(small_keywords):
+    model = tiny("hubert")
+    result = sweep(model, ["last"], [0, 2], small_keywords, progress=False, probe_seeds=1, head="refit")
+    clips = StreamedClips(small_keywords)
+    train, test = fixed_split(clips.labels, clips.splits)
+    (sample,) = head_samples(clips.labels, train, 1, fraction=0.8)
+    with skip_layers(model, [2, 3]):
+        X, y = pooled_features(model, small_keywords)
+    refit = fit_head(X[sample], y[sample], classes=sorted(set(y))).accuracy(X[test], y[test])
+    assert result.settings["head"] == "refit" and result.point("last", 2).accuracies == [refit]
+    assert "REFIT" in result.summary()
+
+
+@pytest.mark.parametrize("family,stable", [("wav2vec2", False), ("hubert", True), ("wavlm", False), ("wavlm", True),
+                                           ("data2vec-audio", False), ("whisper", False)])
+def test_a_replayed_prefix_gives_the_pruned_model_bit_for_bit(family, stable):
+    model = tiny(family, stable)
+    rng = np.random.default_rng(0)
+    waves = [(i, (0.1 * rng.normal(size=n)).astype(np.float32)) for i, n in enumerate([16000, 16000, 12000, 9000])]
+    inputs = list(pack(waves, "packed" if family == "whisper" else "clip"))
+    with recording(model) as rec:
+        full = dict(batch_features(model, inputs))
+    assert rec.calls >= 1 and len(rec.layers) == 3 and rec.front  # the front end is replayed too
+    for plan in ([0], [1], [2, 3], [1, 3], [3], [0, 2]):
+        with skip_layers(model, plan):
+            ref = dict(batch_features(model, inputs))
+            with replayed_prefix(model, rec, min(plan)):
+                got = dict(batch_features(model, inputs))
+            assert all("forward" not in m.__dict__ for m in model.modules())  # put back
+        assert set(got) == set(ref) == set(full)
+        assert all(np.array_equal(ref[k], got[k]) for k in ref)
+        assert any(not np.allclose(ref[k], full[k]) for k in ref)  # (the plan does change the features)
+    with skip_layers(model, [2]), pytest.raises(RuntimeError, match="recorded"):
+        with replayed_prefix(model, rec, 2):
+            batch_features(model, inputs + inputs)  # another pass than the recorded one
+    with skip_layers(model, [1]), pytest.raises(ValueError, match="not the original layers 0..1"):
+        with replayed_prefix(model, rec, 2):
+            pass
 
 
 def test_prune_command_end_to_end(tmp_path, small_keywords, capsys):
@@ -421,6 +487,13 @@ def test_prune_command_end_to_end(tmp_path, small_keywords, capsys):
         main(["prune", "random:hubert-tiny", "--levels", "0..9", "--task", str(tmp_path / "data"), "--out", str(out)])
     with pytest.raises(SystemExit, match="--strategies: unknown strategy middle"):
         main(["prune", "random:hubert-tiny", "--strategies", "last,middle", "--out", str(out)])
+    with pytest.raises(SystemExit, match="--layout 'packed' lays clips out in Whisper's 30 s windows"):
+        main(["prune", "random:hubert-tiny", "--layout", "packed", "--levels", "0,1", "--task", str(tmp_path / "data"),
+              "--out", str(out), "--no-progress"])
+    capsys.readouterr()
+    assert main(["prune", "random:hubert-tiny", "--strategies", "last", "--levels", "0,2", "--head", "refit",
+                 "--task", str(tmp_path / "data"), "--out", str(out), "--no-progress", "--probe-seeds", "2"]) == 0
+    assert "REFIT" in capsys.readouterr().out and json.load(open(out / "prune.json"))["settings"]["head"] == "refit"
 
 
 # ---------------------------------------------------------------- GPU

@@ -8,26 +8,33 @@ import os
 from ..blocks import MIN_CONTRAST
 from ..prune import STRATEGIES, sweep
 from ..prune.surgery import LayerStackError, find_layer_stack
-from ..prune.sweep import DEFAULT_STRATEGIES
+from ..prune.sweep import DEFAULT_STRATEGIES, HEADS
 from ..speech import synth
+from ..speech.packing import LAYOUTS
 from .common import (add_model_argument, add_run_arguments, check_run_arguments, comma_list, cpu_threads, fail,
-                     finite_float, resolve_model)
+                     finite_float, named, resolve_model)
 
 #: the offline default: wav2vec2-base's layout (12 post-norm layers, group-norm CNN, 20 ms frames)
 #: at a quarter of its width, with random weights. wav2vec2-base itself (95M parameters) takes
 #: about 25 s per pruned model over the keyword task on this project's 2-core CPU machines.
 DEFAULT_MODEL = "random:wav2vec2-small"
+#: library argument names -> this command's flags (errors name their argument first)
+FLAGS = {"layout": "--layout", "probe_task": "--task", "levels": "--levels", "strategies": "--strategies",
+         "head": "--head", "probe_seeds": "--probe-seeds", "batch_size": "--batch-size"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "prune",
         help="remove layers without retraining: linear-probe accuracy, parameters and speed against layers removed",
-        description="For each strategy and number of removed layers, run the model with those layers skipped, fit a "
-        "linear probe on the mean-pooled last kept layer and report its accuracy relative to the unpruned model, "
-        "the parameters and the inference time per second of audio. Writes prune.json and prune.png. With no MODEL: "
-        "a reduced wav2vec2-base architecture (12 layers x 256) with RANDOM weights, on keyword clips synthesized "
-        "with espeak-ng (offline).",
+        description="For each strategy and number of removed layers, run the model with those layers skipped and "
+        "score it with a linear probe on the mean-pooled last hidden state: by default the seed paper's protocol, a "
+        "probe head trained once on the unpruned model and kept fixed (nothing retrained), on the task's fixed "
+        "held-out test clips. Reports accuracy relative to the unpruned model (spread over probe heads; bootstrap "
+        "interval over test clips), the largest level per strategy keeping >= 95 %%, parameters and inference time "
+        "per second of audio. Writes prune.json and prune.png. With no MODEL: a reduced wav2vec2-base architecture "
+        "(12 layers x 256) with RANDOM weights. Default task: keyword clips synthesized with espeak-ng (offline), "
+        "test clips by held-out voices.",
     )
     add_model_argument(p, DEFAULT_MODEL)
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
@@ -37,7 +44,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--task", default="keywords",
                    help="keywords, speakers (espeak-ng stand-ins), or a directory of label subfolders of audio "
                    "(default: %(default)s)")
-    p.add_argument("--probe-seeds", type=int, default=3, help="train/test splits the accuracy is averaged over")
+    p.add_argument("--head", default="fixed", choices=HEADS,
+                   help="fixed: the probe head is trained once on the unpruned model and kept while layers are removed "
+                   "(the seed paper's protocol); refit: a new head for every pruned model (default: %(default)s)")
+    p.add_argument("--probe-seeds", type=int, default=3,
+                   help="probe heads, each trained on its own seeded subsample of the training clips; the accuracy is "
+                   "their mean, their spread is reported (default: %(default)s)")
+    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
+                   help="how clips become inputs: clip (one per input) or packed (Whisper: 30 one-second clips to a "
+                   "30 s window); auto: packed for Whisper, else clip (default: %(default)s)")
     p.add_argument("--threshold", type=finite_float, default=None,
                    help="block threshold for the 'block' strategy (default: Otsu)")
     p.add_argument("--min-contrast", type=finite_float, default=MIN_CONTRAST,
@@ -98,12 +113,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"task: {args.task}, speech synthesized with espeak-ng (cached in {synth.cache_dir()})")
     try:
         result = sweep(model, strategies, levels, args.task, model_name=name, batch_size=args.batch_size,
-                       probe_seeds=args.probe_seeds, seed=args.seed, threshold=args.threshold,
-                       min_contrast=args.min_contrast, progress=not args.no_progress)
+                       probe_seeds=args.probe_seeds, head=args.head, layout=args.layout, seed=args.seed,
+                       threshold=args.threshold, min_contrast=args.min_contrast, progress=not args.no_progress)
     except synth.SynthesisError as e:
         raise fail(f"the built-in task cannot make speech: {e}") from None
     except ValueError as e:  # (ModelError is one)
-        raise fail(str(e)) from None
+        raise named(e, FLAGS) from None
     try:
         written = result.save(args.out)
     except OSError as e:

@@ -7,11 +7,14 @@ written as 16-bit wav files and cached (``$FASTSIM_CACHE`` or ``~/.cache/fastsim
 generated once.
 
 * ``sentences(n)`` — n utterances of read English (the default analysis corpus).
-* ``keyword_task()`` — 1 s clips of ``KEYWORDS`` (a Speech Commands stand-in), labelled by word.
+* ``keyword_task()`` — 1 s clips of ``KEYWORDS`` (a Speech Commands stand-in), labelled by word,
+  with a fixed train/test split by speaker (``TEST_VARIANTS`` speak only test clips).
 * ``speaker_task()`` — sentences by ``SPEAKERS`` voices, labelled by voice.
 
-Each returns a list of ``Clip(path, label)``; the wav files are at espeak-ng's 22.05 kHz, so the
-normal loading path (``fastsim.speech.audio.load_audio``) resamples them to 16 kHz.
+Each returns a list of ``Clip(path, label)``. Sentences are kept at espeak-ng's 22.05 kHz (the
+normal loading path, ``fastsim.speech.audio.load_audio``, resamples them to 16 kHz); the 1 s
+keyword clips are resampled once, when made, and stored at 16 kHz, so a task of thousands of
+clips reads fast.
 """
 
 from __future__ import annotations
@@ -22,12 +25,24 @@ import os
 import random
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "zero", "one")
+#: the 35 words of Speech Commands v0.02 (its 10 command words and digits first)
+KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "zero", "one", "two", "three",
+            "four", "five", "six", "seven", "eight", "nine", "bed", "bird", "cat", "dog", "happy", "house", "marvin",
+            "sheila", "tree", "wow", "backward", "forward", "follow", "learn", "visual")
+#: espeak-ng English accents the keyword task draws from
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+#: espeak-ng voice variants: the keyword task's speakers (a clip's speaker is its variant)
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5", "adam", "Alex", "Alicia",
+            "Andrea", "Andy", "Annie", "aunty", "belinda", "benjamin", "caleb", "david", "ed", "edward", "john",
+            "linda", "max", "Michael", "Mike", "paul", "quincy", "rob", "robert", "steph", "Storm", "zac", "grandpa",
+            "grandma", "norbert", "shelby", "travis", "victor", "klatt")
+#: the keyword task's held-out speakers: every fourth variant (11 of 45), never heard in the training split
+TEST_VARIANTS = VARIANTS[3::4]
 #: espeak-ng voices (language + variant) that sound distinct from each other.
 SPEAKERS = ("en-us+m1", "en-us+f2", "en-gb+m3", "en-gb+f4", "en-gb-scotland+m5",
             "en-029+f1", "en-us-nyc+m7", "en-gb-x-rp+f5", "en-gb-x-gbclan+m2", "en-us+f3")
@@ -61,6 +76,8 @@ class Clip:
 
     path: str
     label: str
+    #: the clip's fixed split ("train", "validation" or "test") where its task defines one, else None
+    split: str | None = None
 
 
 class SynthesisError(RuntimeError):
@@ -115,10 +132,13 @@ def synthesize(text: str, path: str | os.PathLike, *, voice: str = "en-us", spee
 
 
 def _fit_one_second(path: str) -> None:
-    """Cut or zero-pad a clip to exactly 1 s, the word centred (Speech Commands clips are 1 s)."""
+    """Cut or zero-pad a clip to exactly 1 s at 16 kHz, the word centred (Speech Commands clips are 1 s)."""
     import soundfile
 
+    from .audio import SAMPLE_RATE, resample
+
     x, rate = soundfile.read(path, dtype="float32")
+    x, rate = resample(x, rate, SAMPLE_RATE), SAMPLE_RATE
     voiced = np.flatnonzero(np.abs(x) > 1e-3)
     if voiced.size:
         x = x[voiced[0] : voiced[-1] + 1]
@@ -131,18 +151,29 @@ def _fit_one_second(path: str) -> None:
 
 def _corpus(name: str, items: list[tuple[str, str, str, int, int]], one_second: bool, root: Path | None) -> list[Clip]:
     """items: (label, text, voice, speed, pitch). Cached under a key of the whole item list."""
-    key = hashlib.sha1(repr((items, one_second)).encode()).hexdigest()[:12]
+    made = (items, one_second, 16_000) if one_second else (items, one_second)  # (1 s clips: stored at 16 kHz)
+    key = hashlib.sha1(repr(made).encode()).hexdigest()[:12]
     folder = (root or cache_dir()) / f"{name}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
-    clips = []
-    for i, (label, text, voice, speed, pitch) in enumerate(items):
-        path = folder / f"{i:04d}-{label.replace(' ', '_').replace('+', '_')}.wav"
-        if not path.exists():
-            synthesize(text, path, voice=voice, speed=speed, pitch=pitch)
-            if one_second:
-                _fit_one_second(str(path))
-        clips.append(Clip(str(path), label))
-    return clips
+    paths = [folder / f"{i:04d}-{label.replace(' ', '_').replace('+', '_')}.wav" for i, (label, *_) in enumerate(items)]
+
+    def make(i: int) -> None:  # (a cached file is always complete: written under another name, then renamed)
+        _, text, voice, speed, pitch = items[i]
+        if not one_second:
+            synthesize(text, paths[i], voice=voice, speed=speed, pitch=pitch)
+            return
+        raw = paths[i].with_name(paths[i].name + ".raw.wav")
+        synthesize(text, raw, voice=voice, speed=speed, pitch=pitch)
+        _fit_one_second(str(raw))
+        os.replace(raw, paths[i])
+
+    missing = [i for i, path in enumerate(paths) if not path.exists()]
+    if missing:  # espeak-ng processes, two at a time (each one is a single-threaded program)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(2, len(missing))) as pool:
+            list(pool.map(make, missing))
+    return [Clip(str(path), label) for path, (label, *_) in zip(paths, items)]
 
 
 def sentences(n: int = 24, *, seed: int = 0, root: Path | None = None) -> list[Clip]:
@@ -158,15 +189,29 @@ def sentences(n: int = 24, *, seed: int = 0, root: Path | None = None) -> list[C
     return _corpus("sentences", items, False, root)
 
 
-def keyword_task(per_word: int = 12, *, words: int = len(KEYWORDS), seed: int = 0, root: Path | None = None) -> list[Clip]:
-    """1 s keyword clips: `per_word` takes of each of the first `words` keywords, each by a voice
-    from SPEAKERS at a random speed (120-220 wpm) and pitch (20-80). Labels are the words."""
-    if not 2 <= words <= len(KEYWORDS) or per_word < 1:
-        raise ValueError(f"words must be in [2, {len(KEYWORDS)}] and per_word >= 1; got {words}, {per_word}")
+def keyword_task(per_word: int = 12, *, words: int = len(KEYWORDS), seed: int = 0, root: Path | None = None,
+                 test_fraction: float = 0.3) -> list[Clip]:
+    """1 s keyword clips: `per_word` takes of each of the first `words` keywords (labels: the words).
+
+    Each take is spoken in a random accent (``ACCENTS``) and voice variant (``VARIANTS``) at a random
+    speed (110-240 wpm) and pitch (10-90). The split is fixed, by speaker as in Speech Commands: the
+    first round(test_fraction * per_word) takes of every word (at least one, never all) are test
+    clips spoken by ``TEST_VARIANTS`` only, the rest training clips by the other variants (``Clip.split``)."""
+    if not 2 <= words <= len(KEYWORDS) or per_word < 2:
+        raise ValueError(f"words must be in [2, {len(KEYWORDS)}] and per_word >= 2; got {words}, {per_word}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
     rng = random.Random(seed)
-    items = [(w, w, rng.choice(SPEAKERS), rng.randint(120, 220), rng.randint(20, 80))
-             for _ in range(per_word) for w in KEYWORDS[:words]]
-    return _corpus("keywords", items, True, root)
+    n_test = min(per_word - 1, max(1, round(test_fraction * per_word)))
+    train_variants = [v for v in VARIANTS if v not in TEST_VARIANTS]
+    items, splits = [], []
+    for take in range(per_word):
+        split = "test" if take < n_test else "train"
+        for w in KEYWORDS[:words]:
+            variant = rng.choice(TEST_VARIANTS if split == "test" else train_variants)
+            items.append((w, w, f"{rng.choice(ACCENTS)}+{variant}", rng.randint(110, 240), rng.randint(10, 90)))
+            splits.append(split)
+    return [replace(c, split=s) for c, s in zip(_corpus("keywords", items, True, root), splits)]
 
 
 def speaker_task(per_speaker: int = 10, *, speakers: int = len(SPEAKERS), seed: int = 0, root: Path | None = None) -> list[Clip]:
