@@ -6,16 +6,33 @@
 
   - "highest": in float64. The torch paths convert each chunk to float64 (exact) and do every
     product and sum in float64: the result is the float64 computation on the input values, rounded
-    to float32 at the end. Measured within 1e-6 of the float64 value (well below, see the table in
-    ``tests/test_precision.py``), also on activations with massive outliers and large means. Costs
-    about 1.5-2x the float32 time on CPUs (float64 GEMM); on GPUs with slow float64 prefer the
-    Triton backend, whose "highest" is 3xTF32 there.
+    to float32 at the end. Costs about 2x the float32 GEMM time on CPUs (float64 GEMM); on GPUs
+    with slow float64 prefer the Triton backend, whose "highest" is 3xTF32 there.
   - "high": in float32, under ``torch.set_float32_matmul_precision("high")``: TF32 matmuls where
     the hardware has them (GPUs), plain float32 elsewhere (on CPUs "high" is "float32").
   - "medium": in float32, under ``torch.set_float32_matmul_precision("medium")``: bf16 products
     where the hardware has them: on GPUs, and on CPUs with AVX512-BF16 or AMX (oneDNN), where it
     gives numbers that differ from "high" (and on long sums can be *more* accurate: its blocked
     reductions accumulate differently). On CPUs without bf16 "medium" is "high".
+
+  Measured error, max |fastsim - oracle| over all pairs (``python bench/cpu.py --accuracy``:
+  5 layers of 512 x 192; oracle in NumPy longdouble on the values passed in; "massive": 2
+  features per layer ~1000x the rest plus an offset of 300; torch 2.13 CPU, AVX512-BF16):
+
+  ========================  =======  =======  =======  (float32 inputs; float64 inputs: 1e-16
+  data, metric               highest  high     medium    to 5e-12 in every mode)
+  ========================  =======  =======  =======
+  Gaussian, cka / debiased   3.0e-8   3.0e-8   3.0e-8   (3e-8 = rounding the result to float32)
+  Gaussian, rbf_cka / deb.   2.9e-8   3.0e-8   3.0e-8
+  Gaussian, cosine           2.6e-8   2.6e-8   2.6e-8
+  massive, cka / debiased    1.3e-9   2.5e-9   2.5e-9
+  massive, rbf_cka / deb.    1.2e-9   3.3e-9   3.3e-9
+  massive, cosine            2.3e-8   2.3e-8   2.3e-8
+  ========================  =======  =======  =======
+
+  Before the float64 pair sums (fastsim <= c45e608) float32 at the default "highest" was off by
+  up to 5.6e-4 (Gaussian RBF CKA) and 1.7e-6 (linear), and "medium" differed from "high" on
+  CPUs with bf16 because the long pair-sum matmuls went through oneDNN's bf16 path.
 
   The k-nearest-neighbour search always takes its candidates from a float32 (or TF32/bf16) matmul
   and then proves or re-ranks them exactly (``fastsim.core.knn``); "highest" adds the completeness
