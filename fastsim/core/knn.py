@@ -13,18 +13,23 @@ Neighbours of one representation, in tiles (never the whole n x n similarity):
    at "high"/"medium"; the derivation is in its docstring).
 2. Rows whose k-th approximate similarity beats the (k+1)-th by more than 2 tol are done: no
    sample outside the top k can reach one inside, whatever the rounding.
-3. The other rows (near-ties, duplicates) are re-ranked exactly: candidates' similarities
-   recomputed in float64 from the input values, rows scaled by a power of two as in
-   ``fastsim.reference`` (so duplicate rows get bit-identical similarities), ordered by
-   (similarity desc, index asc), the first k kept.
-4. Completeness (precision "highest" only): a re-ranked row's k-th exact similarity must beat
-   every non-candidate, whose exact similarity is at most the last candidate's approximate value
-   plus tol. Rows that cannot prove it are searched again with 4x as many candidates, up to all
-   n - 1 (then trivially complete).
+3. The other rows (near-ties, duplicates) are re-ranked on the float64 distance of the unit rows,
+   delta = |u_i - u_j|^2 = 2 (1 - cos) (``unit_distances``), which has none of the cancellation of
+   cos near 1: with a feature offset of 1e8, 1 - cos is ~1e-16 for every pair, below float64's
+   resolution of cos but well within its resolution of delta. Its rounding error has a proven
+   bound (``distance_bound``); where the bounds cannot separate the k-th from the next candidates
+   (exact ties, duplicates, near-ties below float64 resolution) those candidates are ordered in
+   exact integer arithmetic (``fastsim.core.numpy_reference.exact_order``).
+4. Completeness (precision "highest" only): a re-ranked row's k-th distance (plus its bound) must
+   stay below that of every non-candidate, whose exact similarity is at most the last candidate's
+   approximate value plus tol. Rows that cannot prove it are searched again with 4x as many
+   candidates, up to all n - 1 (then trivially complete).
 
-So at "highest" the neighbour sets equal the float64 definition in ``fastsim.reference`` (ties
-broken by the smaller index). At "high"/"medium" step 4 is skipped: a neighbour is missed only if
-reduced precision pushed it out of the k + margin candidates.
+So at "highest" the neighbour sets are those of the exact cosine similarities of the input values
+(ties broken by the smaller index), as in ``fastsim.reference``. At "high"/"medium" step 4 is
+skipped: a neighbour is missed only if reduced precision pushed it out of the k + margin
+candidates (with float32 inputs at an offset of 1e7 every candidate ties; use "highest" there).
+A zero vector has cosine 0 with every sample: its neighbours are the k smallest other indices.
 """
 
 from __future__ import annotations

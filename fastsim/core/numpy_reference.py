@@ -1,7 +1,8 @@
 """float64 NumPy primitives that the metric references (``fastsim.reference``) are built from.
 
 Written to be obviously right, not fast: every kernel matrix here is a full n x n array, every
-neighbour list comes from a full sort.
+neighbour list comes from a full sort (of float64 distances, with exact integer arithmetic where
+float64 cannot decide, so that the lists are those of the exact cosine similarities).
 """
 
 from __future__ import annotations

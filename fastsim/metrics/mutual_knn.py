@@ -2,8 +2,9 @@
 Hypothesis"), over all layer pairs.
 
 Definition (``reference``): N_a(i) is the set of the k samples j != i with the largest cosine
-similarity to sample i within a (a zero vector has similarity 0 with everything), ties to the
-smaller index; the score is the mean over i of |N_a(i) & N_b(i)| / k, in [0, 1].
+similarity to sample i within a (the exact cosine of the input values; a zero vector has
+similarity 0 with everything), ties to the smaller index; the score is the mean over i of
+|N_a(i) & N_b(i)| / k, in [0, 1].
 
 Each layer's neighbour lists are computed once, exactly (``fastsim.core.knn``: tiled, never an
 n x n matrix; at precision "highest" the sets equal the float64 definition), then every pair's
@@ -25,7 +26,8 @@ from .spec import K, Metric, k_below_n, native_when_built
 
 
 def reference(a: Any, b: Any, k: int = 10) -> float:
-    """float64 NumPy mean over samples of |N_a(i) & N_b(i)| / k, from full sorts."""
+    """NumPy mean over samples of |N_a(i) & N_b(i)| / k, from full sorts of the float64 unit-row
+    distances, near-ties decided in exact arithmetic (``fastsim.core.numpy_reference.knn_indices``)."""
     na, nb = reference_knn(a, k), reference_knn(b, k)
     shared = [len(set(ra.tolist()) & set(rb.tolist())) for ra, rb in zip(na, nb)]
     return float(np.mean(shared) / k)
