@@ -35,6 +35,7 @@ A zero vector has cosine 0 with every sample: its neighbours are the k smallest 
 from __future__ import annotations
 
 import concurrent.futures
+import math
 
 import numpy as np
 import torch
@@ -137,22 +138,52 @@ def _exact_top_k(x, scales, rows, cand, k):
     return vals, idx, upper
 
 
-def _candidates(units: torch.Tensor, rows: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Approximate top-`count` similarities (and indices) of `rows` against all samples, self excluded."""
-    sims = units[rows] @ units.T
+class _Scores:
+    """The approximate pass's operands: tile (I, J) = left(I) @ W[J]^T, symmetric in (I, J).
+
+    plain: W = left = the unit rows u (scores = cos). centered (the unit rows are concentrated
+    around their mean m, e.g. a large feature offset or massive activations, where cos is near 1
+    for every pair and a float32 matmul cannot tell them apart): with v = f (u - m), f a power of
+    two bringing max |v| near 1, W = [v, |v|^2, 1] and left = [v, -1/2, -|v|^2 / 2], so that
+    left_i . W_j = v_i . v_j - (|v_i|^2 + |v_j|^2) / 2 = -|v_i - v_j|^2 / 2 = f^2 (cos - 1), resolved
+    at the scale of the spread, not of 1. Either way score = f2 (cos - c0)."""
+
+    def __init__(self, W: torch.Tensor, centered: bool, f2: float, tol: float):
+        self.W, self.centered, self.f2, self.tol = W, centered, f2, tol
+        self.c0 = 1.0 if centered else 0.0
+
+    def left(self, rows) -> torch.Tensor:
+        a = self.W[rows]
+        if not self.centered:
+            return a
+        a = a.clone()
+        d = a.shape[1] - 2
+        a[:, d + 1] = a[:, d] * -0.5
+        a[:, d] = -0.5
+        return a
+
+    def cos_upper(self, score: torch.Tensor) -> torch.Tensor:
+        """float64 upper bound of the exact cosine of a pair whose approximate score is `score`."""
+        return (score.double() + self.tol) / self.f2 + self.c0
+
+
+def _candidates(sc: _Scores, rows: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Approximate top-`count` scores (and indices) of `rows` against all samples, self excluded."""
+    sims = sc.left(rows) @ sc.W.T
     sims[torch.arange(rows.numel(), device=rows.device), rows] = float("-inf")
     return torch.topk(sims, count, dim=1, largest=True, sorted=True)
 
 
-def _symmetric_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Approximate top-`count` (values, indices) of every row, self excluded, from the similarity
+def _symmetric_candidates(sc: _Scores, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Approximate top-`count` (values, indices) of every row, self excluded, from the score
     blocks on and above the diagonal only: block (I, J) serves the rows of I and, transposed, the
-    rows of J, so each similarity is computed once (half the matmul work)."""
-    n = units.shape[0]
-    b = max(1, min(n, int((budget.CHUNK_BYTES / (3 * units.element_size())) ** 0.5)))
+    rows of J, so each score is computed once (half the matmul work)."""
+    W = sc.W
+    n = W.shape[0]
+    b = max(1, min(n, int((budget.CHUNK_BYTES / (3 * W.element_size())) ** 0.5)))
     b = min(b, max(512, -(-n // 8)))  # a few block rows, so the whole diagonal blocks waste little
-    best_v = torch.full((n, count), float("-inf"), dtype=units.dtype, device=units.device)
-    best_i = torch.full((n, count), -1, dtype=torch.int64, device=units.device)
+    best_v = torch.full((n, count), float("-inf"), dtype=W.dtype, device=W.device)
+    best_i = torch.full((n, count), -1, dtype=torch.int64, device=W.device)
 
     def merge(rows: slice, sims: torch.Tensor, cols: torch.Tensor, axis: int) -> None:
         # `rows` index the block's axis `axis` (0: its rows; 1: its columns, whose top-k is taken
@@ -169,14 +200,15 @@ def _symmetric_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor
     starts = list(range(0, n, b))
     for s in starts:
         rows_i = slice(s, min(n, s + b))
+        left = sc.left(rows_i)
         for s2 in starts[starts.index(s) :]:
             rows_j = slice(s2, min(n, s2 + b))
-            sims = units[rows_i] @ units[rows_j].T
+            sims = left @ W[rows_j].T
             if s2 == s:
                 sims.fill_diagonal_(float("-inf"))
-            merge(rows_i, sims, torch.arange(rows_j.start, rows_j.stop, device=units.device), axis=0)
+            merge(rows_i, sims, torch.arange(rows_j.start, rows_j.stop, device=W.device), axis=0)
             if s2 != s:
-                merge(rows_j, sims, torch.arange(rows_i.start, rows_i.stop, device=units.device), axis=1)
+                merge(rows_j, sims, torch.arange(rows_i.start, rows_i.stop, device=W.device), axis=1)
     best_v, order = torch.sort(best_v, dim=1, descending=True)
     return best_v, torch.gather(best_i, 1, order)
 
@@ -197,7 +229,7 @@ def _tile_shape(n: int, itemsize: int, device: torch.device) -> tuple[int, int]:
     return min(rows, n), cols
 
 
-def native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def native_candidates(sc: _Scores, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Approximate top-`count` (values, indices) of every row, self excluded, best first (ties to
     the smaller index), by the compiled k-selection of fastsim._C (csrc/topk_*.{cpp,cu}).
 
@@ -210,21 +242,26 @@ def native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, to
     helper thread while the next tile is multiplied (both release the GIL): no OpenMP team waits
     at a barrier for threads the OS lent to the GEMM or to other processes, and the selection's
     time hides behind the GEMM. On CUDA both run in order on the current stream."""
+    units = sc.W
     n = units.shape[0]
     rows, cols = _tile_shape(n, units.element_size(), units.device)
     vals, idx = native.topk_state(n, count, units.dtype, units.device)
     tiles = [(s, c0) for s in range(0, n, rows) for c0 in range(s, n, cols)]
     if units.device.type != "cpu":
         buf = torch.empty(rows * cols, dtype=units.dtype, device=units.device)
+        left, left_s = None, -1
         for s, c0 in tiles:
             e, c1 = min(n, s + rows), min(n, c0 + cols)
+            if left_s != s:
+                left, left_s = sc.left(slice(s, e)), s
             tile = buf[: (e - s) * (c1 - c0)].view(e - s, c1 - c0)
-            torch.matmul(units[s:e], units[c0:c1].T, out=tile)
+            torch.matmul(left, units[c0:c1].T, out=tile)
             native.topk_tile(tile, s, c0, vals, idx, col_side_begin=max(0, e - c0))
         native.topk_sort(vals, idx)
         return vals, idx
 
     u = units.numpy()
+    left, left_s = None, -1
     in_worker = threads.workers() == 1 and torch.get_num_threads() == 1
     bufs = [torch.empty(rows * cols, dtype=units.dtype) for _ in range(2)]
     pending: list[concurrent.futures.Future | None] = [None, None]
@@ -234,11 +271,13 @@ def native_candidates(units: torch.Tensor, count: int) -> tuple[torch.Tensor, to
             if pending[slot] is not None:
                 pending[slot].result()  # that buffer's selection is done; re-raises its error
             e, c1 = min(n, s + rows), min(n, c0 + cols)
+            if left_s != s:
+                left, left_s = sc.left(slice(s, e)), s
             tile = bufs[slot][: (e - s) * (c1 - c0)].view(e - s, c1 - c0)
             if in_worker:  # one of several layers searched at once: single-threaded torch GEMM
-                torch.mm(units[s:e], units[c0:c1].T, out=tile)
+                torch.mm(left, units[c0:c1].T, out=tile)
             else:
-                np.matmul(u[s:e], u[c0:c1].T, out=tile.numpy())
+                np.matmul(left.numpy(), u[c0:c1].T, out=tile.numpy())
             pending[slot] = pool.submit(native.topk_tile, tile, s, c0, vals, idx, max(0, e - c0), 1)
         for f in pending:
             if f is not None:
@@ -275,6 +314,55 @@ def approximation_bound(d: int, dt: torch.dtype, precision: str) -> float:
     return 1.01 * (gamma * grow + (grow - 1) + 2 * (d + 4) * u64 + d * 2.0**-120)
 
 
+def centered_bound(d: int, dt: torch.dtype, precision: str, spread_error: float) -> float:
+    """tol >= |approximate - exact| score f^2 (cos - 1) of the centered operands (``_Scores``):
+    W's entries v' (|v'| <= 1) and |v'|^2 are their float64 values rounded once to `dt` (and to
+    TF32/bf16 at "high"/"medium"), relative rho; the d + 2 products of a score sum to at most
+    |v'_i| |v'_j| + (|v'_i|^2 + |v'_j|^2) / 2 <= 2 in magnitude, so operand rounding moves a score
+    by at most 2 ((1 + rho)^2 - 1) and the accumulation by 2 gamma_{d+2} (1 + rho)^2 (as in
+    ``approximation_bound``); the float64 v' are within e' = `spread_error` of f (u - m) exactly
+    (unit rows within (d + 6) u64, the subtraction u64), which moves the score by 4 e' + 2 e'^2,
+    and |v'|^2 carries (d + 2) u64. The sum times 1.01, plus the subnormal floor."""
+    u = 2.0**-24 if dt == torch.float32 else 2.0**-53
+    operand = {"highest": 0.0, "high": 2.0**-10, "medium": 2.0**-8}[precision] if dt == torch.float32 else 0.0
+    rho = (1 + u) * (1 + operand) - 1
+    grow = (1 + rho) ** 2
+    gamma = (d + 2) * u / (1 - (d + 2) * u)
+    u64 = 2.0**-53
+    e = spread_error
+    return 1.01 * (2 * gamma * grow + 2 * (grow - 1) + 4 * e + 2 * e * e + (d + 2) * u64 + (d + 2) * 2.0**-120)
+
+
+def _scores(x: torch.Tensor, scales: torch.Tensor, zero: torch.Tensor, dt: torch.dtype, precision: str) -> _Scores:
+    """The approximate pass's operands (``_Scores``): centered where that resolves the cosines
+    better than the plain unit rows, i.e. where 2 max |u_i - m|^2 < 1."""
+    n, d = x.shape
+    live_count = int((~zero).sum())
+    step = budget.rows_per_chunk(max(d, 1) * 8 * 4, n)
+    spans = [(s, min(n, s + step)) for s in range(0, n, step)]
+    m = torch.zeros(d, dtype=torch.float64, device=x.device)
+    for s, e in spans:
+        m += unit_rows64(x, scales, torch.arange(s, e, device=x.device)).sum(0)  # zero rows add 0
+    m /= max(live_count, 1)
+    V = 0.0
+    for s, e in spans:
+        v = unit_rows64(x, scales, torch.arange(s, e, device=x.device)) - m
+        v = v[~zero[s:e]]
+        if v.shape[0]:
+            V = max(V, float(torch.linalg.vector_norm(v, dim=1).max()))
+    if live_count == 0 or not 2 * V * V < 1:
+        return _Scores(row_scales(x, dt)[0], False, 1.0, approximation_bound(d, dt, precision))
+    f = math.ldexp(1.0, -math.frexp(V)[1]) if V > 0 else 1.0  # f V in [1/2, 1)
+    W = torch.empty(n, d + 2, dtype=dt, device=x.device)
+    for s, e in spans:
+        v = (unit_rows64(x, scales, torch.arange(s, e, device=x.device)) - m).mul_(f)
+        block = torch.cat([v, v.square().sum(1, keepdim=True), torch.ones_like(v[:, :1])], 1)
+        # zero rows: cosine 0 with everything, kept out of every candidate list (score <= -4 < -2)
+        block[zero[s:e]] = torch.tensor([0.0] * d + [8.0, 1.0], dtype=torch.float64, device=x.device)
+        W[s:e] = block
+    return _Scores(W, True, f * f, centered_bound(d, dt, precision, f * (d + 8) * 2.0**-53))
+
+
 def knn_indices(
     x: torch.Tensor, k: int, *, precision: str, margin: int | None = None, use_native: bool = False
 ) -> torch.Tensor:
@@ -287,9 +375,8 @@ def knn_indices(
     n, d = x.shape
     dt = compute_dtype([x])
     margin = max(16, k) if margin is None else margin
-    tol = approximation_bound(d, dt, precision)
     check = precision == "highest"
-    units, scales = row_scales(x, dt)
+    scales = row_scales(x, None)[1]
     bad = ~torch.isfinite(scales[:, 1])
     if bool(bad.any()):
         # NaN similarities never enter the compiled heaps (which would keep empty slots) and are
@@ -306,6 +393,10 @@ def knn_indices(
         first = torch.arange(k, device=x.device).expand(zr.numel(), k)
         out[zr] = first + (first >= zr[:, None]).long()  # skip the row itself
     live = (~zero).nonzero().flatten()
+    sc = _scores(x, scales, zero, dt, precision)
+    tol = sc.tol
+    # non-candidates that are zero vectors (cosine 0) sit below every list in the centered scores
+    zero_floor = 2.0 if (sc.centered and bool(zero.any())) else math.inf
 
     def settle(rows: torch.Tensor, approx: torch.Tensor, cand: torch.Tensor, count: int) -> torch.Tensor:
         """Write the rows whose top k is proven by the gap or by the exact re-rank; return the
@@ -325,10 +416,10 @@ def knn_indices(
             r, a, c = rows[c0 : c0 + step], approx[c0 : c0 + step], cand[c0 : c0 + step]
             _, idx, upper = _exact_top_k(x, scales, r, c, k)
             if check and count < n - 1:
-                # Completeness: every non-candidate's exact similarity is at most the last
-                # candidate's approximate value plus tol, so its distance delta = 2 (1 - cos) is
-                # at least 2 (1 - a - tol); the k-th exact distance must stay below that.
-                floor = 2.0 * (1.0 - a[:, -1].double() - tol) * (1 - 2.0**-50)
+                # Completeness: every non-candidate's exact similarity is at most what the last
+                # candidate's approximate score plus tol allows, so its distance delta = 2 (1 - cos)
+                # is at least 2 (1 - that); the k-th exact distance must stay below that.
+                floor = (2.0 * (1.0 - sc.cos_upper(a[:, -1])) * (1 - 2.0**-50)).clamp(max=zero_floor)
                 unsafe = upper >= floor
             else:
                 unsafe = torch.zeros_like(upper, dtype=torch.bool)
@@ -339,15 +430,15 @@ def knn_indices(
     with matmul_precision(precision):
         count = min(n - 1, k + margin)
         if use_native:
-            approx, cand = native_candidates(units, count)
+            approx, cand = native_candidates(sc, count)
         else:
-            approx, cand = _symmetric_candidates(units, count)
+            approx, cand = _symmetric_candidates(sc, count)
         pending = settle(live, approx[live], cand[live], count)
         del approx, cand
         while pending.numel():  # rare: widened searches, in row blocks of (b x n) similarities
             count = min(n - 1, count * 4)
-            step = budget.rows_per_chunk(max(n * units.element_size() * 3, count * (d * 8 * 3 + 32)), pending.numel())
-            again = [settle(rows, *_candidates(units, rows, count), count) for rows in pending.split(step)]
+            step = budget.rows_per_chunk(max(n * sc.W.element_size() * 3, count * (d * 8 * 3 + 32)), pending.numel())
+            again = [settle(rows, *_candidates(sc, rows, count), count) for rows in pending.split(step)]
             pending = torch.cat(again)
     return out
 
