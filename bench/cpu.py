@@ -60,7 +60,7 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -341,7 +341,11 @@ def main() -> None:
         for metric, (options, _, _) in plan.items():
             if metric in only:
                 idle[metric], _ = timed(
-                    lambda: fastsim.similarity_matrix(layers, metric, backend="torch", **options), args.repeat, warmup=True
+                    lambda metric=metric, options=options: fastsim.similarity_matrix(
+                        layers, metric, backend="torch", **options
+                    ),
+                    args.repeat,
+                    warmup=True,
                 )
                 print(f"idle     fastsim {metric}: {idle[metric]:.4f} s (before the busy processes start)")
         print()
@@ -352,7 +356,11 @@ def main() -> None:
             if metric not in only:
                 continue
             fs_time, fs_out = timed(
-                lambda: fastsim.similarity_matrix(layers, metric, backend="torch", **options), args.repeat, warmup=True
+                lambda metric=metric, options=options: fastsim.similarity_matrix(
+                    layers, metric, backend="torch", **options
+                ),
+                args.repeat,
+                warmup=True,
             )
             fs_diff = np.abs(as_f64(fs_out) - float64_value(metric, options)).max()
             floor = ""

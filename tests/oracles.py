@@ -154,7 +154,7 @@ def knn_exact(x, k: int) -> list[list[int]]:
     for i in range(n):
         keys = {j: _cos_key(rows, i, j) for j in range(n) if j != i}
 
-        def cmp(j, l):
+        def cmp(j, l, keys=keys):
             c = _compare(keys[j], keys[l])
             return -c if c else (j > l) - (j < l)
 

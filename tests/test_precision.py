@@ -13,14 +13,13 @@ the formulas written out on a few hundred samples), not against ``fastsim.refere
 import warnings
 
 import numpy as np
+import oracles
 import pytest
 import torch
 
 import fastsim
 from fastsim import reference as R
 from fastsim.core.errors import DegenerateWarning
-
-import oracles
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -4,14 +4,13 @@ import itertools
 from fractions import Fraction
 
 import numpy as np
+import oracles
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import matrix, related_pair
 
 from fastsim import reference as R
-
-import oracles
-from strategies import matrix, related_pair
 
 
 def hsic_unbiased_brute(K, L):

@@ -38,8 +38,9 @@ sum_i R_a K_b[i,i] = s_a . V[b, a], sum R_a = |s_a|^2 (see ``fastsim.core.hsic``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -73,7 +74,7 @@ class CoMoments:
     @classmethod
     def of_chunk(
         cls, tensors: list[torch.Tensor], dtype: torch.dtype, precision: str, gram: GramFn | None = None
-    ) -> "CoMoments":
+    ) -> CoMoments:
         """The state of one chunk of samples (one (c, d_l) tensor per layer), about its own mean.
 
         The co-moment blocks C are products of the float64-centered values rounded to `dtype`
@@ -110,7 +111,7 @@ class CoMoments:
         return cls(n, mean, C, norms.sum(0), V, norms.T @ norms, lo, hi, first)
 
     @classmethod
-    def zeros(cls, dims: list[int], dtype: torch.dtype, device: torch.device) -> "CoMoments":
+    def zeros(cls, dims: list[int], dtype: torch.dtype, device: torch.device) -> CoMoments:
         """The state of no samples (n = 0) about the origin: what a rank without data contributes."""
         L = len(dims)
         z64 = dict(dtype=torch.float64, device=device)
@@ -125,7 +126,7 @@ class CoMoments:
             [torch.full((d,), float("-inf"), **z64) for d in dims],
         )
 
-    def shifted(self, center: list[torch.Tensor]) -> "CoMoments":
+    def shifted(self, center: list[torch.Tensor]) -> CoMoments:
         """The same samples' state about `center` (per-layer float64 vectors), by the formulas above."""
         n, C, T, V, P = self.n, self.C, self.T, self.V, self.P
         s = self.first()
@@ -167,7 +168,7 @@ class CoMoments:
         news = [v + n * d for v, d in zip(s, delta)]
         return CoMoments(n, list(center), newC, newT, newV, newP, self.lo, self.hi, news)
 
-    def merged(self, other: "CoMoments") -> "CoMoments":
+    def merged(self, other: CoMoments) -> CoMoments:
         """The state of the union of two disjoint sample sets (shifted to the pooled mean, added)."""
         if self.n == 0:
             return other
@@ -188,7 +189,7 @@ class CoMoments:
             [a + b for a, b in zip(mine.first(), theirs.first())],
         )
 
-    def all_reduced(self, group: Any = None) -> "CoMoments":
+    def all_reduced(self, group: Any = None) -> CoMoments:
         """The state of every rank's samples of a torch.distributed group, on every rank.
 
         Two collective steps, exact: an all-reduce of the counts and per-layer sums gives the

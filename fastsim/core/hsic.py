@@ -66,7 +66,7 @@ class KernelStats:
     log_scale: torch.Tensor | None = None  # (L,) the true off-diagonal sums are exp(log_scale) * stored
 
     @classmethod
-    def from_full(cls, n, S, P, Q, X, r, t) -> "KernelStats":
+    def from_full(cls, n, S, P, Q, X, r, t) -> KernelStats:
         """From the sums of whole kernels (diagonal included): S = sum(K_a o K_b), row sums
         K 1 in Q = sum R_a R_b, X = sum R_a D_b, r = sum R_a (scaled as above). The off-diagonal
         sums are their differences (which cancel where the diagonal dominates)."""

@@ -63,39 +63,34 @@ def linear_feature_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dty
     P, Q, X = (torch.zeros(L, L, dtype=torch.float64, device=dev) for _ in range(3))
     t, r = (torch.zeros(L, dtype=torch.float64, device=dev) for _ in range(2))
     S = torch.zeros(L, L, dtype=torch.float64)
+    def load(l: int, s: int, e: int, first: bool):
+        z = mom.chunk(l, layers[l], s, e)
+        if not first:
+            return z, None, None
+        return z, torch.linalg.vecdot(z, z).double(), mom.row_sums(l, z)  # |xc_i|^2, K 1
+
+    def update(a: torch.Tensor, zi: torch.Tensor, zj: torch.Tensor) -> None:
+        a.addmm_(zi.T, zj)
+
     with threads.pool(dev) as pmap:
         for g, group in enumerate(pair_groups(dims, elem)):
             acc = {pair: torch.zeros(dims[pair[0]], dims[pair[1]], dtype=dt, device=dev) for pair in group}
             needed = sorted({l for pair in group for l in pair} | (set(range(L)) if g == 0 else set()))
-
-            def load(l, s, e, first=g == 0):
-                z = mom.chunk(l, layers[l], s, e)
-                if not first:
-                    return z, None, None
-                return z, torch.linalg.vecdot(z, z).double(), mom.row_sums(l, z)  # |xc_i|^2, K 1
-
-            def update(pair):
-                i, j = pair
-                acc[pair].addmm_(Z[i].T, Z[j])
-
             for s, e in budget.row_chunks(n, 2 * sum(dims[l] for l in needed) * elem):
-                loaded = list(pmap(lambda l: load(l, s, e), needed))
-                Z = {l: z for l, (z, _, _) in zip(needed, loaded)}
+                loaded = dict(zip(needed, pmap(lambda l, s=s, e=e, g=g: load(l, s, e, g == 0), needed)))
                 if g == 0:  # the per-sample sums need one pass only
-                    diag = torch.stack([loaded[needed.index(l)][1] for l in range(L)], 1)  # (c, L)
-                    rows = torch.stack([loaded[needed.index(l)][2] for l in range(L)], 1)  # (c, L)
+                    diag = torch.stack([loaded[l][1] for l in range(L)], 1)  # (c, L)
+                    rows = torch.stack([loaded[l][2] for l in range(L)], 1)  # (c, L)
                     P += diag.T @ diag
                     Q += rows.T @ rows
                     X += rows.T @ diag
                     t += diag.sum(0)
                     r += rows.sum(0)
-                list(pmap(update, group))
-                del Z, loaded
-
-            def norm(pair):
-                return (acc[pair] / n).square().sum(dtype=torch.float64).cpu()
-
-            for (i, j), v in zip(group, pmap(norm, group)):
+                jobs = [(acc[(i, j)], loaded[i][0], loaded[j][0]) for i, j in group]
+                list(pmap(lambda job: update(*job), jobs))
+                del loaded, jobs
+            norms = pmap(lambda a: (a / n).square().sum(dtype=torch.float64).cpu(), [acc[pair] for pair in group])
+            for (i, j), v in zip(group, norms):
                 S[i, j] = S[j, i] = v
             del acc
     return KernelStats.from_full(n, S, P.cpu() / n**2, Q.cpu() / n**2, X.cpu() / n**2, r.cpu() / n, t.cpu() / n)

@@ -42,8 +42,8 @@ import torch
 
 from .. import native
 from . import budget, threads
-from .precision import compute_dtype, matmul_precision
 from .numpy_reference import exact_order
+from .precision import compute_dtype, matmul_precision
 from .scaling import row_scales, times_pow2
 
 

@@ -13,7 +13,6 @@ formulas), so those layers get their true CKA, not NaN.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

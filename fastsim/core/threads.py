@@ -24,7 +24,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import threading
-from typing import Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import torch
 

@@ -26,7 +26,7 @@ from ..core.hsic import cka_from_hsic, hsic_matrix
 from ..core.inputs import Origin, check_finite, prepare, split_layers, to_origin
 from ..core.kernel_sums import linear_stats
 from ..core.moments import layer_moments
-from ..core.numpy_reference import cka_of_kernels, centered_scaled
+from ..core.numpy_reference import centered_scaled, cka_of_kernels
 from ..core.precision import PRECISIONS, compute_dtype, matmul_precision, work_dtype
 from .spec import DEBIASED, Metric, unbiased_needs_four
 

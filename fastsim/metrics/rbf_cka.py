@@ -23,7 +23,12 @@ from ..core.errors import check_positive_real
 from ..core.hsic import cka_from_hsic, hsic_matrix
 from ..core.kernel_sums import rbf_bandwidths, rbf_plan, sample_stats
 from ..core.moments import layer_moments
-from ..core.numpy_reference import centered_scaled, cka_of_kernels, median_sigma, squared_distances
+from ..core.numpy_reference import (
+    centered_scaled,
+    cka_of_kernels,
+    median_sigma,
+    squared_distances,
+)
 from ..core.precision import compute_dtype, matmul_precision, work_dtype
 from .spec import DEBIASED, Metric, Option, unbiased_needs_four
 
