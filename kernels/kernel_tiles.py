@@ -1,24 +1,29 @@
 """Sample-space CKA sums for all layer pairs from kernel-matrix tiles made on the fly.
 
 Flash-attention style: no kernel matrix is ever stored. The layers are split into groups of
-G (a power of two, 16 or 32); program (ti, tj, p), with ti <= tj and p a pair of layer groups
-(ga <= gb), owns a (BLOCK x BLOCK) tile of the n x n kernel matrices of the layers of both
-groups. It walks its rows SUB at a time, and for each step:
+G (16 for float32 accumulators, 8 when the data are not 16-aligned; 8 and 4 for float64, see
+_TILES); program (ti, tj, p), with ti <= tj and p a pair of layer groups (ga <= gb), owns a
+(BLOCK x BLOCK) tile of the n x n kernel matrices of the layers of both groups. It walks the tile
+in (SUB_M x SUB_N) steps, and for each step:
 
 1. Forms the G tiles of group ga with one batched dot over the feature axis,
-   (G, SUB, d) @ (G, d, BLOCK), operands at the requested precision (3xTF32 / TF32 / bf16 on
+   (G, SUB_M, d) @ (G, d, SUB_N), operands at the requested precision (3xTF32 / TF32 / bf16 on
    GPUs; float32 accumulators, float64 for float64 input). The rows are centered and scaled on
    load, from the per-layer mean and power-of-two scale. Likewise group gb when gb != ga.
 2. For the RBF kernel, turns the Gram into exp(-|x - y|^2 / (2 sigma_l^2)), or into expm1 of
    the same argument for the layers marked shifted (K - 1, which keeps precision when the
    entries are near 1).
-3. Adds the G x G products sum(K_a o K_b) of the tile with a second dot.
+3. Adds the G x G products sum(K_a o K_b) of the step with a second dot, batched over the SUB_M
+   rows ((G x SUB_N) @ (SUB_N x G) each; a single dot over all SUB_M * SUB_N entries would hold
+   its operands in registers and spill), in float32 as 3xTF32 on GPUs (float64 for float64).
 4. (ga == gb only) Adds each layer's row sums (and, for tiles off the diagonal, column sums).
 
 Off-diagonal tiles count twice, since the kernel matrices are symmetric. The pair sums and the
 row sums are added atomically in float64. Memory outside the inputs is O(n L). With L layers in
 g = ceil(L / G) groups, the kernel tiles of a group are formed g times (once per group pair it
-is in): for L <= 32 (one group) every tile is formed once.
+is in): with one group (L <= G) every tile is formed once; L = 25 at G = 16 forms 64 layer tiles
+for 25 layers (2.6x the Gram work), L = 81 forms 576 (7x). The pair sums are cheap beside the
+Gram (G / d of it), so the recomputation is the price of fitting any L in registers.
 """
 
 from __future__ import annotations
@@ -170,7 +175,7 @@ _TILES = {
     (False, True): (16, 16, 16, 16),
     (False, False): (8, 16, 16, 16),
     (True, True): (8, 8, 16, 16),
-    (True, False): (4, 8, 16, 16),
+    (True, False): (4, 16, 16, 16),
 }
 BLOCK = 64  # the (BLOCK x BLOCK) sample tile of one program
 NUM_WARPS = 8

@@ -82,20 +82,21 @@ def _centered(x_ptr, stride, width, mu_off, s1, s2, mean_ptr, rows, rmask, cols,
 def _step(acc, k0, n, pa, sa, wa, ma, a1, a2, pb, sb, wb, mb, b1, b2, mean_ptr, sq_ptr, la, cols_a, cols_b, diag,
           DTYPE: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr, TO_BF16: tl.constexpr,
           EMULATE_BF16: tl.constexpr, CENTER64: tl.constexpr, ALIGNED: tl.constexpr, BK: tl.constexpr):
-    """acc plus the Gram tile of rows k0 .. k0 + BK - 1 (and, on a diagonal tile, their norms)."""
+    """acc plus the Gram tile of rows k0 .. k0 + BK - 1 (and, on a diagonal tile, their norms).
+
+    A diagonal tile loads its block twice (the second from cache) rather than passing it through
+    a branch: a tensor yielded by a branch into the dot broke Triton 3.6's layout pass for sm_80."""
     rows = (k0 + tl.arange(0, BK)).to(tl.int64)
     rmask = rows < n
     a, a64 = _centered(pa, sa, wa, ma, a1, a2, mean_ptr, rows, rmask, cols_a, DTYPE, ACC, CENTER64, ALIGNED)
+    b, _ = _centered(pb, sb, wb, mb, b1, b2, mean_ptr, rows, rmask, cols_b, DTYPE, ACC, CENTER64, ALIGNED)
     if diag:
-        b = a
         if CENTER64:
             sq = tl.sum(a64 * a64, axis=1)
         else:  # the norms from rows centered in float64 whatever the mode (a reload, from cache)
             _, c64 = _centered(pa, sa, wa, ma, a1, a2, mean_ptr, rows, rmask, cols_a, DTYPE, ACC, True, ALIGNED)
             sq = tl.sum(c64 * c64, axis=1)
         tl.atomic_add(sq_ptr + la.to(tl.int64) * n + rows, sq, mask=rmask)
-    else:
-        b, b64 = _centered(pb, sb, wb, mb, b1, b2, mean_ptr, rows, rmask, cols_b, DTYPE, ACC, CENTER64, ALIGNED)
     a = operand(a, ACC, TO_BF16, EMULATE_BF16)
     b = operand(b, ACC, TO_BF16, EMULATE_BF16)
     return tl.dot(tl.trans(a), b, acc, input_precision=PRECISION, out_dtype=ACC)
@@ -174,9 +175,9 @@ def linear_cka_kernel(
 #: (tile width BT, rows per step BK, warps, stages) by (float64 input, precision); CHUNK rows per
 #: float32 partial sum at "highest".
 _TILES = {
-    (False, "highest"): (64, 16, 8, 2),
-    (False, "high"): (128, 32, 8, 2),
-    (False, "medium"): (128, 32, 8, 2),
+    (False, "highest"): (64, 16, 8, 3),
+    (False, "high"): (128, 16, 8, 2),
+    (False, "medium"): (128, 16, 8, 2),
     (True, "highest"): (64, 16, 8, 2),
 }
 CHUNK = 256

@@ -131,13 +131,15 @@ def tiles(dtype: torch.dtype, width: int, precision: str = "highest", *, interpr
     A100/H100. (Fixed 32 x 64 tiles needed 104 KB at h = 128 and 136 KB at h = 256 in float32,
     and 168 KB at h = 128 in float64: out of resources on those GPUs.) At 512-byte rows, float32
     "highest" (3xTF32: each operand in two halves) takes 16-row tiles and float64 two stages,
-    which keep them from spilling (32 rows spilled ~160 bytes per thread, 3 float64 stages 8).
+    which keep them from spilling (32 rows spilled ~160 bytes per thread, 3 float64 stages 8);
+    rows up to 256 bytes take 32 x 32 steps, float64 in two stages (32 x 64 steps spilled 8-48
+    bytes somewhere among float32 "high"/"medium" and float64 on sm_86/sm_90 with Triton 3.6/3.9).
     Under the interpreter bigger row tiles are faster (fewer programs)."""
     block_h = max(16, triton.next_power_of_2(width))
     row = torch.empty((), dtype=dtype).element_size() * block_h
     wide = dtype == torch.float64
     if row <= 256:
-        block_m, block_k, block_n, stages = 32, 32 if wide else 64, 64, 3
+        block_m, block_k, block_n, stages = 32, 32, 32, 2 if wide else 3
     elif row <= 512:
         block_m = 16 if dtype == torch.float32 and precision == "highest" else 32
         block_k, block_n, stages = 32, 32, 2 if wide else 3

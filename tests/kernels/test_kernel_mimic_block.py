@@ -58,6 +58,6 @@ def test_launch_config_shrinks_tiles_with_the_row():
     from fastsim.kernels import mimic_block as mb
 
     small, wide = mb.launch_config(torch.float32, 64), mb.launch_config(torch.float64, 256)
-    assert (small["BLOCK_M"], small["BLOCK_K"], small.num_stages) == (32, 64, 3)
+    assert (small["BLOCK_M"], small["BLOCK_K"], small["BLOCK_N"], small.num_stages) == (32, 32, 32, 3)
     assert (wide["BLOCK_M"], wide["BLOCK_K"], wide["BLOCK_N"], wide.num_stages) == (16, 16, 16, 2)
     assert small["PRECISION"] == "tf32x3" and mb.launch_config(torch.float32, 64, interpret=True)["PRECISION"] == "ieee"
