@@ -83,3 +83,13 @@ def test_not_a_speech_commands_folder_is_named(tmp_path):
     assert not sc.is_speech_commands(tmp_path)
     with pytest.raises(sc.SpeechCommandsError, match="validation_list.txt missing"):
         sc.keyword_clips(tmp_path)
+
+
+def test_a_pruning_sweep_reads_a_speech_commands_folder(folder, one_torch_thread):
+    from fastsim.prune import sweep
+    from fastsim.speech.models import random_model
+
+    result = sweep(random_model("wav2vec2", "tiny"), ["last"], [0, 1], str(folder), progress=False, probe_seeds=2)
+    assert result.settings["split"] == "the task's own split"
+    assert (result.settings["train_clips"], result.settings["test_clips"]) == (3 * 17, 3 * 20)
+    assert result.labels == 3 and result.clips == 3 * 37  # validation clips are not read

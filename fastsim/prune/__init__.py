@@ -7,7 +7,11 @@
 * ``sweep(model, strategies, levels, probe_task)`` — linear-probe accuracy, parameters and
   inference time against layers removed (``sweep``; the tasks and probes are
   ``fastsim.speech.tasks`` and ``fastsim.speech.probes``), a ``SweepResult`` with ``summary()``
-  and ``save(dir)``.
+  and ``save(dir)``. By default the seed paper's protocol: the probe head of the unpruned model,
+  trained once and kept fixed, scores every pruned model on the task's fixed test clips.
+* ``recording`` / ``replayed_prefix`` — the full model's outputs recorded once per batch and
+  replayed for the layers a pruned model shares with it (``replay``), which makes a sweep cost
+  about what its pruned models compute beyond their first removed layer.
 * ``fastsim prune`` — the command (``fastsim.cli.prune``).
 """
 

@@ -50,6 +50,7 @@ coincide (every strategy at level 0, for one) run once.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -207,6 +208,10 @@ class SweepResult:
             lines.append("")
             lines.append("removal order (the deepest level each strategy reached, layers 0-based):")
             lines += [f"  {s:>15}: {r}" for s, r in removed.items()]
+        if st.get("stage_seconds"):
+            lines.append("")
+            lines.append(f"{st.get('distinct_pruned_models', '?')} distinct pruned models; wall time: "
+                         + ", ".join(f"{k} {v:.0f} s" for k, v in st["stage_seconds"].items()))
         blocks = st.get("blocks")
         if blocks:
             lines.append("")
@@ -261,7 +266,7 @@ class SweepResult:
         ns = sorted(by_n)
         ax_t.plot([100 * n / self.num_layers for n in ns], [np.median(by_n[n]) for n in ns], marker="o", ms=4, color="k")
         ax_t.set_xlabel("layers removed, %")
-        ax_t.set_ylabel("inference ms per second of audio (median over strategies)")
+        ax_t.set_ylabel("ms per second of audio (median over strategies)")
         ax_t.set_title(f"{self.settings.get('device', '')}", fontsize=9)
         ax_t.grid(alpha=0.3)
         ax_t.set_ylim(bottom=0)
@@ -387,6 +392,15 @@ def sweep(
 
         bar = tqdm(total=int(train.size + test.size + (train.size if head == "refit" else 0)), desc="clips", unit="clip")
 
+    clock = time.perf_counter()
+    stages: dict[str, float] = {}
+
+    def stage(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stages[name] = round(now - clock, 2)
+        clock = now
+
     # 1. the training clips through the unpruned model: the heads' features, and the plans' similarity
     acc = LayerSimilarity(tuple(needed), include_input=True) if needed and similarity is None else None
     sim_seconds = 0.0
@@ -431,6 +445,8 @@ def sweep(
                              + (f": {failures[0].reason})" if failures else ")"))
         fixed_heads = heads_for(base_train) if head == "fixed" else None
 
+        stage("training clips, unpruned model (features, similarity, heads)")
+
         # 2. every plan on the test clips (refit: the training clips too), the prefix replayed. Fixed
         # heads score each batch at once (only right/wrong is kept); refit keeps the features.
         got: dict[tuple[int, ...], dict[int, Any]] = {plan: {} for plan in plans}
@@ -470,6 +486,7 @@ def sweep(
         if bar is not None:
             bar.close()
 
+    stage("every pruned model on the " + ("test clips" if head == "fixed" else "training and test clips"))
     failures = list({f.source: f for f in failures}.values())  # (refit reads the training clips twice)
     test_set = set(test.tolist())
     test_ok = np.array(sorted(i for i in got[()] if i in test_set), dtype=np.int64)
@@ -493,6 +510,8 @@ def sweep(
                 times[plan].append(sw.seconds / _seconds(timing_inputs))
     timing = {plan: float(np.median(t)) for plan, t in times.items()}
 
+    stage("timing")
+
     # 4. scores: (heads, test clips) right/wrong per plan
     correct: dict[tuple[int, ...], np.ndarray] = {}
     y_test = labels[test_ok]
@@ -508,6 +527,7 @@ def sweep(
     boot = {plan: weights @ c.mean(0) for plan, c in correct.items()}  # (draws,) correct counts
     base_k = correct[()].mean(1)
     base_acc = float(base_k.mean())
+    stage("heads and scores" if head == "refit" else "scores")
 
     points = []
     for name in names:
@@ -557,7 +577,8 @@ def sweep(
                 "batch_size": batch_size, "device": device, "similarity_seconds": sim_seconds,
                 "timing_seconds": _seconds(timing_inputs), "timing_repeats": timing_repeats, "bootstrap": BOOTSTRAP,
                 "similarity_metrics": {s: DEFAULT_METRIC[s] for s in strategies if isinstance(s, str) and s in NEEDS_SIMILARITY},
-                "distinct_pruned_models": len(plans), "skipped_clips": [f.source for f in failures]}
+                "distinct_pruned_models": len(plans), "stage_seconds": stages,
+                "skipped_clips": [f.source for f in failures]}
     sim_json = {k: np.asarray(v, dtype=float).tolist() for k, v in (similarity or {}).items()}
     return SweepResult(model_name or type(model).__name__, task_name, L, int(train_ok.size + test_ok.size), seconds,
                        len(classes), base_acc, params[()], points, sim_json, settings, separation)
