@@ -1,15 +1,16 @@
 """The sums that HSIC needs, through the Triton kernels in ``fastsim.kernels``.
 
-* Linear kernel, feature space: co-moment blocks of row chunks from the upper-triangle Gram
-  tiles of ``kernels.comoment``, merged exactly (``fastsim.core.comoments``).
+* Linear kernel, feature space: ``kernels.linear_cka``, one fused pass over all rows that reduces
+  each Gram tile to its layer pair's sum of squares (a few hundred torch ops per call, whatever n).
 * Linear kernel in sample space, and the RBF kernel: ``kernels.kernel_tiles`` forms every layer's
   kernel tiles on the fly and reduces them to the pair sums and row sums (O(n L) extra memory).
   The layers are read through one (L, n, d) view when they are slices of one tensor, else stacked
   once (a copy of the data, narrower layers padded with zero columns, which change no dot product
   and no distance).
 
-Precision: "highest" = 3xTF32 on GPUs (exact float32 under the interpreter), "high" = TF32,
-"medium" = bf16 operands; accumulators float32 (float64 for float64 inputs).
+Precision: "highest" = 3xTF32 on GPUs (exact float32 under the interpreter) with float32 sums of
+short row chunks flushed into float64, "high" = TF32, "medium" = bf16 operands; float64 inputs
+float64 throughout (``fastsim.kernels.precision``).
 """
 
 from __future__ import annotations
@@ -17,22 +18,30 @@ from __future__ import annotations
 import torch
 
 from . import budget
-from .comoments import CoMoments
 from .hsic import KernelStats, stats_from_rows
-from .moments import Moments
+from .moments import Moments, layer_moments
 from .scaling import scale_halves
 from .triton_support import stacked_view
 
 
-def linear_feature_stats(layers: list[torch.Tensor], dt: torch.dtype, precision: str) -> KernelStats:
-    from ..kernels.comoment import upper_gram
+def linear_feature_stats(
+    layers: list[torch.Tensor], dt: torch.dtype, precision: str, mom: Moments | None = None
+) -> KernelStats:
+    """KernelStats of the linear kernels from one fused pass of ``kernels.linear_cka`` over all
+    rows: S[a, b] = |X~_a^T X~_b|_F^2 and the per-sample squared norms, never a D x D Gram. The
+    rows are scaled by the layer's power of two and centered by its float64 mean (the rounded
+    mean plus the residual), so the centered kernels' row sums are 0 to rounding and the row-sum
+    terms of HSIC vanish."""
+    from ..kernels.linear_cka import linear_cka_sums
 
-    state = None
-    dims = [x.shape[1] for x in layers]
-    for s, e in budget.row_chunks(layers[0].shape[0], 3 * sum(dims) * 8):
-        chunk = CoMoments.of_chunk([x[s:e] for x in layers], dt, precision, gram=upper_gram)
-        state = chunk if state is None else state.merged(chunk)
-    return state.kernel_stats()
+    if mom is None:
+        mom = layer_moments(layers, dt)
+    n, L = layers[0].shape[0], len(layers)
+    means = [mu.double() + res / n for mu, res in zip(mom.mean, mom.residual)]
+    S, sq = linear_cka_sums(layers, means, mom.scale, precision)
+    zero = torch.zeros(L, L, dtype=torch.float64)
+    return KernelStats.from_full(n, S.cpu() / n**2, (sq @ sq.T).cpu() / n**2, zero, zero,
+                                 torch.zeros(L, dtype=torch.float64), sq.sum(1).cpu() / n)
 
 
 def sample_stats(
