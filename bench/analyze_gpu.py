@@ -18,10 +18,9 @@ import argparse
 import sys
 import time
 
+import benchlib
 import numpy as np
 import torch
-
-import benchlib
 from benchlib import RowTimeout, Table, free, outcome, section, skip_row, sync, time_limit
 
 
@@ -44,13 +43,11 @@ def main() -> int:
     args = p.parse_args()
     device = torch.device(args.device)
     import fastsim
+    from fastsim.speech.audio import SAMPLE_RATE
 
     # internal names (they move while fastsim is restructured; first that exists wins)
-    random_model = benchlib.fastsim_attr(["fastsim.speech.models:random_model", "fastsim.models:random_model"])
-    load_clips = benchlib.fastsim_attr(["fastsim.speech.runner:load_clips", "fastsim.speech.models:load_clips", "fastsim.models:load_clips"])
-    hidden_state_batches = benchlib.fastsim_attr(["fastsim.speech.runner:hidden_state_batches",
-                                                  "fastsim.speech.models:hidden_state_batches", "fastsim.models:hidden_state_batches"])
-    SAMPLE_RATE = benchlib.fastsim_attr(["fastsim.speech.audio:SAMPLE_RATE", "fastsim.audio:SAMPLE_RATE"])
+    from fastsim.speech.models import random_model
+    from fastsim.speech.runner import hidden_state_batches, load_clips
     sizes = ["tiny"] if args.small else ["base", "large"]
     n, seconds, batch = (4, 2.0, 2) if args.small else (64, 10.0, 16)
     audio = clips(n, seconds, SAMPLE_RATE)

@@ -25,7 +25,8 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -282,18 +283,4 @@ def optional_import(*names: str) -> Any:
             return importlib.import_module(name)
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
-    raise ImportError("; ".join(errors))
-
-
-def fastsim_attr(qualnames: list[str]) -> Any:
-    """The first of 'module:attr' that exists (internal fastsim names move; keep them in one place)."""
-    import importlib
-
-    errors = []
-    for q in qualnames:
-        mod, _, attr = q.partition(":")
-        try:
-            return getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as exc:
-            errors.append(f"{q}: {exc}")
     raise ImportError("; ".join(errors))

@@ -32,12 +32,12 @@ import tempfile
 import time
 import traceback
 import zipfile
-from typing import Any, Callable
-
-import torch
-import torch.nn.functional as F
+from collections.abc import Callable
+from typing import Any
 
 import benchlib
+import torch
+import torch.nn.functional as F
 from benchlib import RowTimeout, Table, describe, free, left, measure, note, outcome, section, skip_row, time_limit, timer  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -486,7 +486,7 @@ def section_mutual_knn(fastsim, dev, args, s, r) -> None:
 
 
 def section_knn(fastsim, dev, args, s, r) -> None:
-    knn_indices = benchlib.fastsim_attr(["fastsim.core.knn:knn_indices", "fastsim.backends.torch_knn:knn_indices"])
+    from fastsim.core.knn import knn_indices
     d, n, nr, k = s["d"], s["n_knn"], s["n_ref"], s["k"]
     (x,) = stacked_layers(1, n, d, torch.float32, dev)
     ref = ref_knn(x[:nr], k)
@@ -517,7 +517,7 @@ def section_knn(fastsim, dev, args, s, r) -> None:
 
 
 def section_knn_big(fastsim, dev, args, s, r) -> None:
-    knn_indices = benchlib.fastsim_attr(["fastsim.core.knn:knn_indices", "fastsim.backends.torch_knn:knn_indices"])
+    from fastsim.core.knn import knn_indices
     d, n, k = s["d"], s["n_big"], s["k"]
     (x,) = stacked_layers(1, n, d, torch.float32, dev)
     b = Bench(f"kNN of one layer, bounded memory: d={d}, n={n}, k={k}, float32 (target <= 7 s on a GPU)", dev, args,

@@ -22,10 +22,10 @@ import argparse
 import copy
 import sys
 
-import torch
-
 import benchlib
+import torch
 from benchlib import RowTimeout, Table, free, measure, outcome, section, skip_row, time_limit
+
 from fastsim.prune import remove_layers, skip_layers
 
 
@@ -44,7 +44,7 @@ def main() -> int:
     ap.add_argument("--row-limit", type=float, default=30.0, help="seconds one row may take")
     args = ap.parse_args()
     dev = torch.device(args.device)
-    random_model = benchlib.fastsim_attr(["fastsim.speech.models:random_model", "fastsim.models:random_model"])
+    from fastsim.speech.models import random_model
     dtype = getattr(torch, args.dtype) if dev.type == "cuda" else torch.float32
     archs = [("wav2vec2", "tiny"), ("wavlm", "tiny")] if args.small else \
         [("wav2vec2", "base"), ("wavlm", "base"), ("hubert", "large"), ("data2vec-audio", "base")]

@@ -7,10 +7,10 @@
 """
 
 from . import metrics, reference
+from .analysis import analyze
 from .api import cka, cknna, cosine, mutual_knn, similarity_matrix
 from .core.errors import DegenerateWarning
 from .layer_similarity import LayerSimilarity
-from .analysis import analyze
 from .metrics.cka import StreamingCKA
 
 __version__ = "0.1.0"

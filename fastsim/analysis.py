@@ -16,14 +16,16 @@ the whole set. Give each rank's reservoir its own seed (done here: seed + rank).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from .accumulators.base import collective_device
 from .blocks import MIN_CONTRAST, BlockStructure, block_structure
-from .layer_similarity import LayerSimilarity, collective_device
+from .layer_similarity import LayerSimilarity
 from .massive import THRESHOLD as MASSIVE_THRESHOLD
 from .massive import MassivePass, WithoutMassive
 from .metrics import names as metric_names

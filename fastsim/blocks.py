@@ -36,8 +36,9 @@ pair and no contrast; it is kept (every pair clears the threshold).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

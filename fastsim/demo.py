@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from . import reference
-from .blocks import find_blocks
 from .api import similarity_matrix
+from .blocks import find_blocks
 
 BLOCKS = ((1, 5), (6, 12))  # inclusive layer ranges of the planted blocks
 

@@ -32,13 +32,14 @@ Protocols, by ``protocol``:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from typing_extensions import Self
 
 from .accumulators import BottomKSample, PerBatch
-from .accumulators.base import all_reduce_sum, collective_device
+from .accumulators.base import all_reduce_sum
 from .core import threads
 from .core.errors import check_choice, check_flag, check_int
 from .core.inputs import first_nonfinite_row
@@ -233,7 +234,7 @@ class LayerSimilarity:
         return (self.metrics, self.representation, self.protocol, self.frames, self.include_input,
                 self.max_samples, self.batch_size, repr(sorted((m, sorted(o.items())) for m, o in self.options.items())))
 
-    def merge(self, other: "LayerSimilarity") -> Self:
+    def merge(self, other: LayerSimilarity) -> Self:
         """Fold in another accumulator (disjoint data, same settings); returns self."""
         if not isinstance(other, LayerSimilarity):
             raise TypeError(f"other must be a LayerSimilarity; got {type(other).__name__}")

@@ -50,8 +50,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class _Layer:
         #: (centre, r): every frame that is not a candidate is within sqrt(r) of one of these centres
         self.balls: list[tuple[torch.Tensor, float]] = []
 
-    def to(self, device: torch.device | str) -> "_Layer":
+    def to(self, device: torch.device | str) -> _Layer:
         for k in ("mean", "m2", "maxabs", "centre", "score", "vec", "clip", "frame"):
             v = getattr(self, k)
             if v is not None:
@@ -474,7 +475,7 @@ class WithoutMassive:
         if not self.shown:
             dom = self.dominated()
             out.append(f"  linear CKA without the {n} massive frame(s) (of {total}): " + (
-                "dominated by them (moves by >= {:g}) at ".format(DOMINATED_CHANGE)
+                f"dominated by them (moves by >= {DOMINATED_CHANGE:g}) at "
                 + ", ".join(f"{a}-{b} {x:.2f} -> {y:.2f}" for a, b, x, y in dom) if dom else
                 f"not dominated by them (no entry moves by {DOMINATED_CHANGE:g} or more)")
                 + "; --without-massive shows every matrix without them")

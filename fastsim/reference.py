@@ -13,7 +13,8 @@ lists) come from ``fastsim.core.numpy_reference``. ``cka(a, b, kernel="rbf")`` i
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastsim.speech.audio import SAMPLE_RATE, AudioError, load_audio, resample
+
 soundfile = pytest.importorskip("soundfile")  # optional: not on every machine (none on the GPU box)
 
 

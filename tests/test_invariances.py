@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from strategies import matrix, related_pair
 
 import fastsim
 from fastsim import reference as R
-
-from strategies import matrix, related_pair
 
 KERNELS = st.sampled_from([("linear", False), ("linear", True), ("rbf", False), ("rbf", True)])
 
@@ -108,8 +107,9 @@ def test_zero_vectors_in_cosine_count_as_zero_with_warning():
 def test_ties_go_to_the_smaller_index():
     # Samples 1, 2 and 3 are equally similar to sample 0; k=2 must pick 1 and 2.
     x = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
-    from fastsim.core.knn import knn_indices
     import torch
+
+    from fastsim.core.knn import knn_indices
 
     got = knn_indices(torch.from_numpy(x), 2, precision="highest")
     assert np.sort(got.numpy(), 1).tolist() == np.sort(R.knn_indices(x, 2), 1).tolist()

@@ -8,13 +8,12 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from strategies import accumulates_in_float64, as64, cast_pair, containers, dtypes, related_pair, value
+from test_metrics import boundary_near_tie
 
 import fastsim
 from fastsim import reference as R
 from fastsim.core.numpy_reference import knn_mask
-
-from strategies import accumulates_in_float64, as64, cast_pair, containers, dtypes, related_pair, value
-from test_metrics import boundary_near_tie
 
 
 def platonic_cknna(feats_a: torch.Tensor, feats_b: torch.Tensor, topk: int) -> float:

@@ -5,15 +5,14 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from strategies import as64, cast, dtypes, related_pair
+from test_metrics import boundary_near_tie
 
 from fastsim import native
 from fastsim import reference as R
 from fastsim.core import knn as torch_knn
 from fastsim.core.knn import knn_indices
 from fastsim.core.scaling import row_scales
-
-from strategies import as64, cast, dtypes, related_pair
-from test_metrics import boundary_near_tie
 
 
 @pytest.fixture(params=["simd, one pass", "simd, two passes", "portable, one pass", "portable, two passes"], autouse=True)

@@ -64,7 +64,7 @@ def test_detector_equals_brute_force_on_planted_frames_and_dims():
         det.update(states, mask, names)
     report = det.compute(["input", "1", "2"])
     truth = brute_force(batches, 0.1)
-    for lay, (frames, dims, X, ids, U) in zip(report.layers, truth):
+    for lay, (frames, dims, X, _ids, U) in zip(report.layers, truth):
         assert lay.complete and lay.frames == X.shape[0]
         got = {(g.clip, g.first + i): s for g in lay.groups for i, s in enumerate(g.shares)}
         assert got.keys() == frames.keys()
@@ -142,7 +142,7 @@ def test_analyze_reports_them_and_recomputes_the_matrices_without_them():
     assert w.frames == res.frames - 3 and w.reused
     # the recomputed matrices equal the reference on the stored states without those frames
     kept = [[], [], []]
-    for b, wave in enumerate(waves):
+    for wave in waves:
         enc = whisper.encode(model, [wave])
         for layer, h in enumerate(enc.hidden_states):
             rows = h[0].double().numpy()

@@ -12,11 +12,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from strategies import accumulates_in_float64, as64, cast, cast_pair, containers, degenerate, dtypes, related_pair, value
 
 import fastsim
 from fastsim import reference as R
-
-from strategies import accumulates_in_float64, as64, cast, cast_pair, containers, degenerate, dtypes, related_pair, value
 
 # Measured error bounds of float32 accumulation (see README "Precision").
 F32_ATOL = {"cka": 2e-4, "cosine": 1e-5}

@@ -7,6 +7,7 @@ import pytest
 
 from fastsim.cli import main
 from fastsim.mimic import MimickingNetwork
+
 soundfile = pytest.importorskip("soundfile")  # optional: not on every machine (none on the GPU box)
 
 

@@ -7,13 +7,12 @@ import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from strategies import matrix
 
 import fastsim
-from fastsim.core import budget as options
 from fastsim import reference as R
+from fastsim.core import budget as options
 from fastsim.core import kernel_sums as torch_cka
-
-from strategies import matrix
 
 
 @st.composite

@@ -9,6 +9,7 @@ from fastsim import reference
 from fastsim.analysis import analyze
 from fastsim.speech import models, runner, whisper
 from fastsim.speech.audio import SAMPLE_RATE
+
 transformers = pytest.importorskip("transformers")  # optional: not on every machine (none on the GPU box)
 
 VARIANTS = [(f, "base") for f in models.FAMILIES] + [(f, "large") for f in ("wav2vec2", "hubert", "wavlm")]

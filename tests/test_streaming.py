@@ -7,11 +7,10 @@ import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from strategies import matrix
 
 import fastsim
 from fastsim import reference as R
-
-from strategies import matrix
 
 
 @st.composite

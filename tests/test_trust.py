@@ -13,6 +13,8 @@ import numpy as np
 import oracles
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastsim
 from fastsim import reference as R
@@ -217,9 +219,6 @@ def test_warning_for_nan_with_check_finite_false_names_nan():
     messages = [str(w.message) for w in record]
     assert any("NaN" in m for m in messages) and not any("zero variance" in m for m in messages)
 
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @settings(max_examples=80, deadline=None)

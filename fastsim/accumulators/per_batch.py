@@ -7,7 +7,8 @@ last, partial batch (at least ``min_partial`` samples) is used only when no full
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from typing_extensions import Self

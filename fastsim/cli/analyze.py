@@ -5,15 +5,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
 from .. import metrics
 from ..analysis import analyze
 from ..blocks import MIN_CONTRAST
-from .common import (add_audio_argument, add_model_argument, add_run_arguments, check_run_arguments, comma_list,
-                     expand_audio, fail, finite_float, named, offline_note, offline_sentences, resolve_model)
+from .common import (
+    add_audio_argument,
+    add_model_argument,
+    add_run_arguments,
+    check_run_arguments,
+    comma_list,
+    expand_audio,
+    fail,
+    finite_float,
+    named,
+    offline_note,
+    offline_sentences,
+    resolve_model,
+)
 
 #: library argument names -> the flags that set them (for errors that name the argument)
 FLAGS = {"k": "--k", "max_samples": "--max-samples", "frames": "--frames", "threshold": "--threshold",

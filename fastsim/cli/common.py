@@ -7,7 +7,8 @@ import argparse
 import contextlib
 import math
 import os
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 

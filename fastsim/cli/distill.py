@@ -16,9 +16,21 @@ from ..mimic.checkpoint import Checkpoint, CheckpointError
 from ..mimic.network import ACTIVATIONS
 from ..mimic.pipeline import TaskError, choose_targets
 from ..speech.tasks import TASKS
-from .common import (add_audio_argument, add_model_argument, add_run_arguments, check_run_arguments, comma_list,
-                     cpu_threads, expand_audio, fail, finite_float, int_list, offline_note, offline_sentences,
-                     resolve_model)
+from .common import (
+    add_audio_argument,
+    add_model_argument,
+    add_run_arguments,
+    check_run_arguments,
+    comma_list,
+    cpu_threads,
+    expand_audio,
+    fail,
+    finite_float,
+    int_list,
+    offline_note,
+    offline_sentences,
+    resolve_model,
+)
 
 DEFAULT_MODEL = "random:wav2vec2-base"
 

@@ -3,9 +3,26 @@
 
 from __future__ import annotations
 
-from . import cka, cknna, cosine, mutual_knn, rbf_cka
-from . import cca_mean, cca_r2, cycle_knn, jaccard_knn, linear_regression, procrustes, pwcca, rank_knn
-from . import rsa_cosine, rsa_linear, rsa_spearman, second_order_cosine, svcca
+from . import (
+    cca_mean,
+    cca_r2,
+    cka,
+    cknna,
+    cosine,
+    cycle_knn,
+    jaccard_knn,
+    linear_regression,
+    mutual_knn,
+    procrustes,
+    pwcca,
+    rank_knn,
+    rbf_cka,
+    rsa_cosine,
+    rsa_linear,
+    rsa_spearman,
+    second_order_cosine,
+    svcca,
+)
 from .spec import Metric
 
 REGISTRY: dict[str, Metric] = {

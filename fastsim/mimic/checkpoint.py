@@ -22,6 +22,7 @@ import torch
 from ..speech.files import write_json
 from .network import MimickingNetwork
 
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: damaged, inconsistent, made with other settings, or one
     that a new run would overwrite without being asked to."""

@@ -92,7 +92,7 @@ class MimicConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "MimicConfig":
+    def from_json(cls, d: dict[str, Any]) -> MimicConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -204,7 +204,7 @@ class MimickingNetwork(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> "MimickingNetwork":
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> MimickingNetwork:
         from safetensors.torch import load_file
 
         path = os.fspath(path)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -29,8 +30,8 @@ from ..speech.tasks import load_labelled, task_clips
 from .baseline import label_baseline
 from .distill import DistillResult, distill
 from .network import MimicConfig
-from .reports import ParameterReport, TimeReport, parameter_report
 from .replace import replace_stack
+from .reports import ParameterReport, TimeReport, parameter_report
 from .timing import compare
 
 

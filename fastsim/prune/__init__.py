@@ -15,8 +15,8 @@
 * ``fastsim prune`` — the command (``fastsim.cli.prune``).
 """
 
-from .surgery import kept_layers, remove_layers, skip_layers
 from .plans import STRATEGIES, plan
+from .surgery import kept_layers, remove_layers, skip_layers
 from .sweep import SweepResult, sweep
 
 __all__ = ["skip_layers", "remove_layers", "kept_layers", "plan", "sweep", "SweepResult", "STRATEGIES"]

@@ -25,14 +25,14 @@ Inference *time* of a pruned model is not measured this way: time the pruned mod
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from .surgery import find_layer_stack, kept_layers
-
 
 #: front-end modules (by attribute name) whose outputs are recorded and replayed: the CNN feature
 #: encoder of Wav2Vec2 / HuBERT / WavLM / Data2VecAudio, Whisper's two convolutions

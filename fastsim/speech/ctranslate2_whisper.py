@@ -66,9 +66,10 @@ import shutil
 import struct
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -268,7 +269,7 @@ class CT2Checkpoint:
         return _label(self.files)
 
     @classmethod
-    def open(cls, *sources: str | os.PathLike) -> "CT2Checkpoint":
+    def open(cls, *sources: str | os.PathLike) -> CT2Checkpoint:
         """Index the model found in sources (see ``model_files``); config.json and tokenizer.json
         are taken from beside the first file or any source folder."""
         files = model_files(*sources)
@@ -338,7 +339,7 @@ class CT2Checkpoint:
             ckpt.resolve(alias)  # dangling or circular aliases fail here, by name
         return ckpt
 
-    def __enter__(self) -> "CT2Checkpoint":
+    def __enter__(self) -> CT2Checkpoint:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -17,7 +17,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 #: prefix of the staging directories ``staged_directory`` makes inside an output directory
 STAGING_PREFIX = ".fastsim-partial-"

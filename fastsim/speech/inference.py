@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -94,7 +94,7 @@ class Stopwatch:
         self.device = torch.device(device)
         self.seconds = float("nan")
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         _synchronize(self.device)
         self._start = time.perf_counter()
         return self
