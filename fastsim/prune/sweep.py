@@ -25,7 +25,7 @@ bootstrap of their difference).
 Reported per point: accuracy and accuracy relative to the unpruned model's, the fraction of layers
 removed, parameters the pruned model holds, and inference time per second of audio (the pruned
 model itself, ``skip_layers`` alone, timed on the first ``timing_seconds`` of test audio after a
-warm-up: the median of ``timing_repeats`` rounds in which the plans take turns).
+warm-up: the fastest of ``timing_repeats`` rounds in which the plans take turns).
 ``SweepResult.summary`` adds the largest level per strategy that keeps >= 95 % of the unpruned
 accuracy (``keeps``).
 
@@ -496,7 +496,7 @@ def sweep(
                          + (f": {failures[0].reason})" if failures else ")"))
 
     # 3. timing: each pruned model itself, on the first timing_seconds of test audio; the plans take turns,
-    # timing_repeats rounds, and each keeps its median (so a burst of other work on the machine hits one round)
+    # timing_repeats rounds, and each keeps its fastest (other work on a shared machine only ever adds time)
     times: dict[tuple[int, ...], list[float]] = {plan: [] for plan in plans}
     params: dict[tuple[int, ...], int] = {}
     with torch.no_grad():
@@ -508,7 +508,7 @@ def sweep(
                         batch_features(model, timing_inputs)
                     params[plan] = count_parameters(model)
                 times[plan].append(sw.seconds / _seconds(timing_inputs))
-    timing = {plan: float(np.median(t)) for plan, t in times.items()}
+    timing = {plan: float(np.min(t)) for plan, t in times.items()}
 
     stage("timing")
 
