@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from fastsim.speech import synth
-from fastsim.speech.inference import count_parameters
-from fastsim.speech import whisper
-from fastsim.speech.models import load_model, padding_safe, random_model
 from fastsim.prune import STRATEGIES, kept_layers, plan, remove_layers, skip_layers, sweep
-from fastsim.prune.surgery import find_layer_stack, storage_pointers
 from fastsim.prune.plans import removal_order
 from fastsim.prune.replay import recording, replayed_prefix
+from fastsim.prune.surgery import find_layer_stack, storage_pointers
+from fastsim.speech import synth, whisper
+from fastsim.speech.inference import count_parameters
+from fastsim.speech.models import load_model, padding_safe, random_model
 from fastsim.speech.packing import pack
 from fastsim.speech.probes import batch_features, fit_head, pooled_features, probe_accuracy
 from fastsim.speech.tasks import StreamedClips, fixed_split, head_samples, stratified_split, task_clips
+
 transformers = pytest.importorskip("transformers")  # optional: not on every machine (none on the GPU box)
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
@@ -453,10 +453,10 @@ def test_a_replayed_prefix_gives_the_pruned_model_bit_for_bit(family, stable):
     with recording(model) as rec:
         full = dict(batch_features(model, inputs))
     assert rec.calls >= 1 and len(rec.layers) == 3 and rec.front  # the front end is replayed too
-    for plan in ([0], [1], [2, 3], [1, 3], [3], [0, 2]):
-        with skip_layers(model, plan):
+    for removed in ([0], [1], [2, 3], [1, 3], [3], [0, 2]):
+        with skip_layers(model, removed):
             ref = dict(batch_features(model, inputs))
-            with replayed_prefix(model, rec, min(plan)):
+            with replayed_prefix(model, rec, min(removed)):
                 got = dict(batch_features(model, inputs))
             assert all("forward" not in m.__dict__ for m in model.modules())  # put back
         assert set(got) == set(ref) == set(full)

@@ -11,8 +11,17 @@ from ..prune.surgery import LayerStackError, find_layer_stack
 from ..prune.sweep import DEFAULT_STRATEGIES, HEADS
 from ..speech import synth
 from ..speech.packing import LAYOUTS
-from .common import (add_model_argument, add_run_arguments, check_run_arguments, comma_list, cpu_threads, fail,
-                     finite_float, named, resolve_model)
+from .common import (
+    add_model_argument,
+    add_run_arguments,
+    check_run_arguments,
+    comma_list,
+    cpu_threads,
+    fail,
+    finite_float,
+    named,
+    resolve_model,
+)
 
 #: the offline default: wav2vec2-base's layout (12 post-norm layers, group-norm CNN, 20 ms frames)
 #: at a quarter of its width, with random weights: its sweep over the 1400-clip keyword task (53

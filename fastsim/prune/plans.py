@@ -32,7 +32,8 @@ Every strategy keeps at least one layer.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,8 +81,8 @@ def _block_order(layer_sim: np.ndarray, structure: BlockStructure) -> list[int]:
         b = max(blocks, key=lambda blk: (len(inner[blk]), blk[1] - blk[0]))  # most removable left, then the larger
         candidates = inner[b]
 
-        def redundancy(i: int) -> float:
-            others = [j for j in members[b] if j != i]
+        def redundancy(i: int, block: tuple[int, int] = b) -> float:
+            others = [j for j in members[block] if j != i]
             return float(np.mean(layer_sim[i, others]))
 
         pick = max(candidates, key=lambda i: (redundancy(i), i))

@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import contextlib
 import operator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from torch import nn
 

@@ -94,7 +94,7 @@ def espeak() -> str:
     return exe
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _voice_names() -> tuple[frozenset, frozenset]:
     """(languages, variants) espeak-ng knows; it would silently fall back to its default voice."""
     def column(args: list[str], index: int) -> frozenset:

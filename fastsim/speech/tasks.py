@@ -23,9 +23,10 @@ Both clip collections (``LoadedClips``, ``StreamedClips``) offer ``len``, ``labe
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
