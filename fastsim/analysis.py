@@ -153,7 +153,11 @@ class Analysis:
                 title = (f"{self.model_name}\n{metric_title(metric)}: {self.frames} frames of "
                          f"{self.clips} clips" + ("" if rep == "frames" else f", {rep} per clip"))
                 png = result_files(metric)[1]
-                save_heatmap(m, self.labels, os.path.join(folder, png), title=title,
+                # the shared 0-1 scale, widened where a metric leaves it (negative correlations, CKNNA > 1)
+                finite = m[np.isfinite(m)]
+                lo = min(0.0, float(finite.min())) if finite.size else 0.0
+                hi = max(1.0, float(finite.max())) if finite.size else 1.0
+                save_heatmap(m, self.labels, os.path.join(folder, png), title=title, vmin=lo, vmax=hi,
                              colorbar_label=metric_title(metric), blocks=self.blocks[metric])
                 names.append(png)
             if self.massive is not None:

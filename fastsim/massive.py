@@ -4,7 +4,7 @@ recomputed without those frames.
 
 Trained transformers often have a handful of frames where one feature dimension is huge (|x| in
 the hundreds where the rest are of order 1; the "attention sink" tokens of language models, and in
-Whisper base two adjacent frames of one clip at |x| ≈ 320 in layers 4-5). Such a frame carries a
+Whisper base one frame of one clip at |x| ≈ 300 in dimension 388 of layers 4-5). Such a frame carries a
 large share of the layer's total variance, and linear CKA, which weighs frames by their squared
 norm, then compares little more than those frames: a layer with them sits near 0 with every layer
 without them. ``fastsim analyze`` reports them and can show the matrices without them.

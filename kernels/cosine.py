@@ -5,7 +5,7 @@ a.b, |a|^2, |b|^2 and the peak magnitudes in registers (float32, or float64 when
 float64); the row cosine and a flag are written out, so the inputs are read once and nothing else
 is stored. Flag 1: a zero vector (cosine 0 by definition). Flag 2: a peak so small or large that
 the squares may under- or overflow in the accumulator; the caller recomputes those rows with
-scaling (fastsim.backends.triton_cosine).
+scaling (fastsim.metrics.cosine).
 """
 
 from __future__ import annotations

@@ -72,3 +72,17 @@ if _TEST_TIMEOUT > 0 and hasattr(signal, "SIGALRM"):
             signal.setitimer(signal.ITIMER_REAL, 0)
             faulthandler.cancel_dump_traceback_later()
             signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that needs espeak-ng (the offline speech) is skipped, not failed, on a machine
+    without it (the GPU machine has none); CI installs it, so there these tests run."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and report.failed:
+        from fastsim.speech.synth import SynthesisError, espeak_available
+
+        if call.excinfo.errisinstance(SynthesisError) and not espeak_available():
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), item.location[1] or 0, "skipped: espeak-ng is not installed")

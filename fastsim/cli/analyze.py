@@ -56,10 +56,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="exact: stream over all samples; per_batch: the seed paper's average over batches")
     p.add_argument("--per-batch-size", type=int, default=128, help="samples per batch for --protocol per_batch")
     p.add_argument("--frames", type=int, default=49, help="frames per utterance for --representation flatten (49 = 1 s)")
-    p.add_argument("--k", type=int, default=10, help="neighbours for mutual_knn")
+    p.add_argument("--k", type=int, default=10, help="neighbours per sample for the kNN-based metrics (mutual_knn, cknna, jaccard_knn, ...)")
     p.add_argument("--debiased", action="store_true", help="debiased HSIC for CKA")
     p.add_argument("--no-input", action="store_true", help="leave out the stack input (embedding) row")
-    p.add_argument("--max-samples", type=int, default=10_000, help="reservoir size for mutual_knn and rbf_cka")
+    p.add_argument("--max-samples", type=int, default=10_000, help="size of the uniform sample that the sampled metrics (kNN-based ones, rbf_cka, rsa_spearman) are computed on")
     p.add_argument("--precision", default="highest", choices=("highest", "high", "medium"))
     p.add_argument("--threshold", type=finite_float, default=None, help="block threshold (default: Otsu)")
     p.add_argument("--min-contrast", type=finite_float, default=MIN_CONTRAST,

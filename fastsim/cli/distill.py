@@ -13,6 +13,7 @@ import time
 
 from ..mimic import MimicConfig, run_pipeline
 from ..mimic.checkpoint import Checkpoint, CheckpointError
+from ..mimic.distill import DEFAULT_STEPS
 from ..mimic.network import ACTIVATIONS
 from ..mimic.pipeline import TaskError, choose_targets
 from ..speech.tasks import TASKS
@@ -57,7 +58,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--loss", default="mse", choices=("mse", "cosine"))
     p.add_argument("--lr", type=finite_float, default=1e-3)
     p.add_argument("--weight-decay", type=finite_float, default=0.0)
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 400)")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default: {DEFAULT_STEPS})")
     p.add_argument("--crop-seconds", type=finite_float, default=4.0, help="random window per clip and epoch (0 = whole clips)")
     p.add_argument("--cache-targets", default="auto", choices=("auto", "on", "off"),
                    help="run the teacher once and reuse its frames every epoch (auto: on for the CPU, off for CUDA)")
@@ -162,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         report = run_pipeline(
             model, audio, config, model_name=name, loss=args.loss, lr=args.lr, weight_decay=args.weight_decay,
-            steps=args.steps or 400, batch_size=args.batch_size, crop_seconds=args.crop_seconds or None,
+            steps=args.steps or DEFAULT_STEPS, batch_size=args.batch_size, crop_seconds=args.crop_seconds or None,
             cache_targets={"on": True, "off": False, "auto": None}[args.cache_targets], checkpoint_dir=checkpoint,
             checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite, tasks=tasks,
             baseline_steps=None if args.no_baseline else args.baseline_steps, time_batch=args.time_batch,

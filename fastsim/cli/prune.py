@@ -51,8 +51,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--levels", default="0..N",
                    help="layers removed: A..B ranges and/or comma lists; N = layers - 1 (default: %(default)s)")
     p.add_argument("--task", default="keywords",
-                   help="keywords, speakers (espeak-ng stand-ins), or a directory of label subfolders of audio "
-                   "(default: %(default)s)")
+                   help="keywords, speakers (espeak-ng stand-ins), a directory of label subfolders of audio, a "
+                   "Speech Commands v0.02 folder (its word task), or speakers:DIR (its speaker task) (default: %(default)s)")
     p.add_argument("--head", default="fixed", choices=HEADS,
                    help="fixed: the probe head is trained once on the unpruned model and kept while layers are removed "
                    "(the seed paper's protocol); refit: a new head for every pruned model (default: %(default)s)")

@@ -51,6 +51,9 @@ from .network import MimicConfig, MimickingNetwork
 
 LOSSES = ("mse", "cosine")
 
+#: optimizer steps of a distillation run (the library, the pipeline and `fastsim distill` alike)
+DEFAULT_STEPS = 400
+
 
 @dataclass
 class DistillResult:
@@ -252,7 +255,7 @@ def distill(
     loss: str = "mse",
     lr: float = 1e-3,
     weight_decay: float = 0.0,
-    steps: int = 300,
+    steps: int = DEFAULT_STEPS,
     batch_size: int = 8,
     crop_seconds: float | None = 4.0,
     cache_targets: bool = False,

@@ -28,7 +28,7 @@ from ..speech.probes import pooled_features, probe_accuracy
 from ..speech.synth import SynthesisError
 from ..speech.tasks import load_labelled, task_clips
 from .baseline import label_baseline
-from .distill import DistillResult, distill
+from .distill import DEFAULT_STEPS, DistillResult, distill
 from .network import MimicConfig
 from .replace import replace_stack
 from .reports import ParameterReport, TimeReport, parameter_report
@@ -145,7 +145,7 @@ def run_pipeline(
     loss: str = "mse",
     lr: float = 1e-3,
     weight_decay: float = 0.0,
-    steps: int = 400,
+    steps: int = DEFAULT_STEPS,
     batch_size: int = 8,
     crop_seconds: float | None = 4.0,
     cache_targets: bool | None = None,

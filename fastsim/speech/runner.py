@@ -31,8 +31,9 @@ lengths share a batch; the stack input first, the last state after the final lay
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch

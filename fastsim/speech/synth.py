@@ -84,6 +84,11 @@ class SynthesisError(RuntimeError):
     """espeak-ng is missing or failed."""
 
 
+def espeak_available() -> bool:
+    """Whether espeak-ng is on PATH here."""
+    return shutil.which("espeak-ng") is not None
+
+
 def espeak() -> str:
     exe = shutil.which("espeak-ng")
     if exe is None:
