@@ -10,13 +10,25 @@ in (SUB_M x SUB_N) steps, and for each step:
    (G, SUB_M, d) @ (G, d, SUB_N), operands at the requested precision (3xTF32 / TF32 / bf16 on
    GPUs; float32 accumulators, float64 for float64 input). The rows are centered and scaled on
    load, from the per-layer mean and power-of-two scale. Likewise group gb when gb != ga.
-2. For the RBF kernel, turns the Gram into exp(-|x - y|^2 / (2 sigma_l^2)), or into expm1 of
-   the same argument for the layers marked shifted (K - 1, which keeps precision when the
-   entries are near 1).
-3. Adds the G x G products sum(K_a o K_b) of the step with a second dot, batched over the SUB_M
+2. For the RBF kernel, turns the Gram into exp(c (d2 - o)) with d2 = |x - y|^2 clamped at o:
+   c = -1 / (2 sigma_l^2) given as two factors (each within the accumulator's range, so that no
+   sigma over- or underflows it; the product (d2 - o) c1 c2 is formed left to right), o the
+   layer's offset (its kernel divided by exp(c o), so that its largest off-diagonal entry is
+   about 1 where the entries would underflow), or expm1 of the same argument for the layers
+   marked shifted (K - 1, which keeps precision when the entries are near 1).
+3. Zeroes the diagonal entries (i == j): every sum here is of the off-diagonal part O of each
+   kernel; the diagonal (|x_i|^2, or the RBF's 1) is known exactly to the caller. (RBF) Subtracts
+   a per-layer constant c from the off-diagonal entries, near their mean (the caller's estimate),
+   so that the float32 sums below add small numbers of both signs instead of their large
+   constant part; the launcher adds c back in float64 (exact algebra). Measured: float32 tile
+   sums of exp(.) entries around 0.4 cost up to 1e-5 in RBF CKA through the cancellation of
+   HSIC's centering; with c, 2e-8.
+4. Adds the G x G products sum(O_a o O_b) of the step with a second dot, batched over the SUB_M
    rows ((G x SUB_N) @ (SUB_N x G) each; a single dot over all SUB_M * SUB_N entries would hold
    its operands in registers and spill), in float32 as 3xTF32 on GPUs (float64 for float64).
-4. (ga == gb only) Adds each layer's row sums (and, for tiles off the diagonal, column sums).
+5. (RBF, ga == gb only) Adds each layer's off-diagonal row sums (and, for tiles off the diagonal,
+   column sums). The linear kernel's row sums are z_i . (sum_j z_j) - |z_i|^2, which the caller
+   forms exactly from the centered rows' residual sum.
 
 Off-diagonal tiles count twice, since the kernel matrices are symmetric. The pair sums and the
 row sums are added atomically in float64. Memory outside the inputs is O(n L). With L layers in
@@ -27,6 +39,8 @@ Gram (G / d of it), so the recomputation is the price of fitting any L in regist
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -46,12 +60,13 @@ from .precision import (
 
 @triton.jit
 def _group_tiles(
-    x_ptr, mean_ptr, scale_ptr, sqn_ptr, coef_ptr, shift_ptr,
+    x_ptr, mean_ptr, scale_ptr, sqn_ptr, coef_ptr, off_ptr, center_ptr, shift_ptr,
     g0, rows, rmask, cols, cmask, n, d, num_layers, stride_l, stride_n,
     RBF: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr, TO_BF16: tl.constexpr,
     EMULATE_BF16: tl.constexpr, G: tl.constexpr, SUB_M: tl.constexpr, SUB_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """The (G, SUB_M, SUB_N) kernel tiles of layers g0 .. g0 + G - 1 (zero outside the data)."""
+    """The (G, SUB_M, SUB_N) off-diagonal kernel tiles of layers g0 .. g0 + G - 1 (zero outside
+    the data and on the diagonal i == j)."""
     layers = (g0 + tl.arange(0, G)).to(tl.int64)  # layer * stride_l can pass 2^31
     lmask = layers < num_layers
     # The power-of-two scale in two factors (each within float32's range), per layer.
@@ -74,21 +89,26 @@ def _group_tiles(
         b = operand(b, ACC, TO_BF16, EMULATE_BF16)
         g += tl.dot(a, b, input_precision=PRECISION, out_dtype=ACC)
     valid = lmask[:, None, None] & rmask[None, :, None] & cmask[None, None, :]
+    valid = valid & (rows[None, :, None] != cols[None, None, :])  # the off-diagonal part
     if RBF:
-        coef = tl.load(coef_ptr + layers, mask=lmask, other=0.0)  # -1 / (2 sigma^2), scaled data
+        # -1 / (2 sigma^2) of the scaled data as two factors, and the offset (0 for shifted layers)
+        c1 = tl.load(coef_ptr + 2 * layers, mask=lmask, other=0.0)
+        c2 = tl.load(coef_ptr + 2 * layers + 1, mask=lmask, other=0.0)
+        off = tl.load(off_ptr + layers, mask=lmask, other=0.0)
+        center = tl.load(center_ptr + layers, mask=lmask, other=0.0)
         shifted = tl.load(shift_ptr + layers, mask=lmask, other=0) != 0
         sqn_i = tl.load(sqn_ptr + layers[:, None] * n + rows[None, :], mask=lmask[:, None] & rmask[None, :], other=0.0)
         sqn_j = tl.load(sqn_ptr + layers[:, None] * n + cols[None, :], mask=lmask[:, None] & cmask[None, :], other=0.0)
-        d2 = tl.maximum(sqn_i[:, :, None] + sqn_j[:, None, :] - 2.0 * g, 0.0)
-        d2 = tl.where(rows[None, :, None] == cols[None, None, :], 0.0, d2)
-        arg = d2 * coef[:, None, None]
+        # d2 clamped at the offset (the smallest squared distance, 0 if none): below it is rounding
+        d2 = tl.maximum(sqn_i[:, :, None] + sqn_j[:, None, :] - 2.0 * g, off[:, None, None])
+        arg = (d2 - off[:, None, None]) * c1[:, None, None] * c2[:, None, None]
         e = tl.exp(arg)
         # expm1 for the shifted layers, accurate near 0 where exp(arg) - 1 cancels:
         # Kahan's (e - 1) * arg / log(e), exact at e == 1 (then expm1 = arg).
         # Far from 0 (e < 1/2) plain e - 1 is already accurate.
         kahan = (e - 1.0) * arg / tl.log(tl.where((e == 1.0) | (e < 0.5), 0.5, e))
         em1 = tl.where(e == 1.0, arg, tl.where(e < 0.5, e - 1.0, kahan))
-        k = tl.where(shifted[:, None, None], em1, e)
+        k = tl.where(shifted[:, None, None], em1, e) - center[:, None, None]
     else:
         k = g
     return tl.where(valid, k, 0.0)
@@ -101,6 +121,8 @@ def kernel_tile_kernel(
     scale_ptr,
     sqn_ptr,
     coef_ptr,
+    off_ptr,
+    center_ptr,
     shift_ptr,
     pairs_ptr,
     sums_ptr,
@@ -143,19 +165,20 @@ def kernel_tile_kernel(
             for c0 in range(0, BLOCK, SUB_N):
                 cols = (tj * BLOCK + c0 + tl.arange(0, SUB_N)).to(tl.int64)
                 cmask = cols < n
-                ka = _group_tiles(x_ptr, mean_ptr, scale_ptr, sqn_ptr, coef_ptr, shift_ptr, ga * G, rows, rmask, cols, cmask,
+                ka = _group_tiles(x_ptr, mean_ptr, scale_ptr, sqn_ptr, coef_ptr, off_ptr, center_ptr, shift_ptr, ga * G, rows, rmask, cols, cmask,
                                   n, d, num_layers, stride_l, stride_n, RBF, ACC, PRECISION, TO_BF16, EMULATE_BF16, G, SUB_M, SUB_N, BLOCK_D)
                 if ga == gb:
                     acc3 += tl.dot(tl.permute(ka, (1, 0, 2)), tl.permute(ka, (1, 2, 0)), input_precision=PAIR_PRECISION, out_dtype=ACC)
-                    row_sums += tl.sum(ka, axis=2)
-                    if ti != tj:
-                        tl.atomic_add(rows_ptr + la[:, None] * n + cols[None, :], tl.sum(ka, axis=1).to(tl.float64),
-                                      mask=la_ok[:, None] & cmask[None, :])
+                    if RBF:
+                        row_sums += tl.sum(ka, axis=2)
+                        if ti != tj:
+                            tl.atomic_add(rows_ptr + la[:, None] * n + cols[None, :], tl.sum(ka, axis=1).to(tl.float64),
+                                          mask=la_ok[:, None] & cmask[None, :])
                 else:
-                    kb = _group_tiles(x_ptr, mean_ptr, scale_ptr, sqn_ptr, coef_ptr, shift_ptr, gb * G, rows, rmask, cols, cmask,
+                    kb = _group_tiles(x_ptr, mean_ptr, scale_ptr, sqn_ptr, coef_ptr, off_ptr, center_ptr, shift_ptr, gb * G, rows, rmask, cols, cmask,
                                       n, d, num_layers, stride_l, stride_n, RBF, ACC, PRECISION, TO_BF16, EMULATE_BF16, G, SUB_M, SUB_N, BLOCK_D)
                     acc3 += tl.dot(tl.permute(ka, (1, 0, 2)), tl.permute(kb, (1, 2, 0)), input_precision=PAIR_PRECISION, out_dtype=ACC)
-            if ga == gb:
+            if RBF and ga == gb:
                 tl.atomic_add(rows_ptr + la[:, None] * n + rows[None, :], row_sums.to(tl.float64), mask=la_ok[:, None] & rmask[None, :])
         acc = tl.sum(acc3, axis=0)
         tl.atomic_add(sums_ptr + la[:, None] * stride_sums + lb[None, :], (acc * weight).to(tl.float64))
@@ -185,7 +208,7 @@ def _runtime(dtype: torch.dtype) -> dict:
     acc = PTR_NAME[accumulation_dtype(dtype)]
     return {
         "x_ptr": PTR_NAME[dtype], "mean_ptr": acc, "scale_ptr": acc, "sqn_ptr": acc, "coef_ptr": acc,
-        "shift_ptr": "*i32", "pairs_ptr": "*i32", "sums_ptr": "*fp64", "rows_ptr": "*fp64",
+        "off_ptr": acc, "center_ptr": acc, "shift_ptr": "*i32", "pairs_ptr": "*i32", "sums_ptr": "*fp64", "rows_ptr": "*fp64",
         "n": "i32", "d": "i32", "num_layers": "i32", "stride_l": "i32", "stride_n": "i32", "stride_sums": "i32",
     }
 
@@ -230,27 +253,52 @@ def configs(exhaustive: bool = True) -> list[LaunchConfig]:
 
 # ---- launcher ---------------------------------------------------------------------------------
 
+def rbf_factors(sigma, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(L, 2) float64: per layer two factors whose product is -1 / (2 sigma^2), each within the
+    range of `dtype` (the accumulator's): c1 = -(1/2) m^-2 2^-e, c2 = 2^-e for sigma = m 2^e.
+    Neither sigma^2 nor its reciprocal is formed, so no sigma over- or underflows them (where
+    |-1 / (2 sigma^2)| itself is beyond about 2^+-240 in float32, every product with a squared
+    distance of the accumulator's range rounds to 0 or -inf either way, and the factors stop there)."""
+    limit = 1000 if dtype == torch.float64 else 120
+    out = []
+    for s in (float(v) for v in sigma):
+        if not (s > 0 and math.isfinite(s)):
+            raise ValueError(f"sigma must be positive and finite; got {s!r}")
+        m, e = math.frexp(s)
+        k = max(-limit, min(limit, -e))
+        out.append((-0.5 / m / m * 2.0**k, 2.0**k))
+    return torch.tensor(out, dtype=torch.float64).reshape(-1, 2)
+
+
 def kernel_tile_sums(
     x: torch.Tensor,
     mean: torch.Tensor,
     scale: torch.Tensor,  # (L, 2): two factors per layer whose product is its power-of-two scale
     sq_norms: torch.Tensor,
-    coef: torch.Tensor | None,
-    shifted: torch.Tensor | None,
+    sigma=None,
+    offset: torch.Tensor | None = None,
+    shifted: torch.Tensor | None = None,
     precision: str = "highest",
+    center: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For stacked layers x (L, n, d): (S (L, L) = sum over all (i, j) of K_a[i, j] K_b[i, j],
-    R (L, n) row sums of each K), with K the linear kernel of the centered, scaled rows, or the RBF
-    kernel when `coef` (per layer -1 / (2 sigma^2)) is given. float64 results.
+    """For stacked layers x (L, n, d): (S (L, L) = sum over i != j of O_a[i, j] O_b[i, j],
+    R (L, n) off-diagonal row sums of each O), with O the off-diagonal part of K, the linear
+    kernel of the centered, scaled rows, or the RBF kernel when `sigma` (per layer, on the scaled
+    rows) is given. float64 results; R is computed for the RBF kernel only (zeros for the linear
+    one, whose row sums are z_i . sum_j z_j - |z_i|^2).
 
     mean (L, d): per-layer mean of the scaled rows; sq_norms (L, n): squared norms of the
-    centered scaled rows (used by the RBF kernel); shifted (L,) bool: layers whose kernel is
-    formed as K - 1 (expm1)."""
+    centered scaled rows (used by the RBF kernel); offset (L,): per layer a squared distance o,
+    the kernel then being exp(-(max(d2, o) - o) / (2 sigma^2)) (default 0); shifted (L,) bool:
+    layers whose kernel is formed as K - 1 (expm1; their offset must be 0); center (L,): per layer
+    a constant near the mean off-diagonal entry (of K, or of K - 1 for the shifted layers), which
+    the kernel subtracts before its float32 sums and which is added back here in float64: any
+    finite value gives the same sums in exact arithmetic, a good one far smaller rounding."""
     L, n, d = x.shape
     if x.stride(2) != 1:
         x = x.contiguous()
     acc = accumulation_dtype(x.dtype)
-    rbf = coef is not None
+    rbf = sigma is not None
     aligned = is_aligned(x, x.stride(0), x.stride(1), d)
     cfg = launch_config(x.dtype, precision, rbf, aligned=aligned, interpret=interpreting())
     G = cfg["G"]
@@ -261,7 +309,16 @@ def kernel_tile_sums(
     l_pad = groups * G
     sums = torch.zeros(l_pad, l_pad, dtype=torch.float64, device=dev)
     rows = torch.zeros(L, n, dtype=torch.float64, device=dev)
-    zeros = torch.zeros(L, dtype=acc, device=dev)
+    if rbf:
+        coef = rbf_factors(sigma, acc).to(device=dev, dtype=acc)
+        off = torch.zeros(L, dtype=acc, device=dev) if offset is None else offset.to(device=dev, dtype=acc).contiguous()
+        shift = torch.zeros(L, dtype=torch.int32, device=dev) if shifted is None else shifted.to(device=dev, dtype=torch.int32).contiguous()
+        c = torch.zeros(L, dtype=acc, device=dev) if center is None else center.to(device=dev, dtype=acc).contiguous()
+    else:
+        coef = torch.zeros(L, 2, dtype=acc, device=dev)
+        off = torch.zeros(L, dtype=acc, device=dev)
+        shift = torch.zeros(L, dtype=torch.int32, device=dev)
+        c = off
     tiles = triton.cdiv(n, BLOCK)
     if tiles > 65535:
         raise ValueError(f"the sample-space kernel takes up to {65535 * BLOCK} samples; got n = {n}")
@@ -270,8 +327,10 @@ def kernel_tile_sums(
         mean.to(acc).contiguous(),
         scale.to(acc).contiguous(),
         sq_norms.to(acc).contiguous(),
-        (coef if rbf else zeros).to(acc).contiguous(),
-        (shifted if rbf else zeros).to(torch.int32).contiguous(),
+        coef,
+        off,
+        c,
+        shift,
         pairs,
         sums,
         rows,
@@ -283,4 +342,12 @@ def kernel_tile_sums(
         sums.stride(0),
         **cfg.launch_args(),
     )
-    return sums[:L, :L], rows
+    S = sums[:L, :L]
+    if rbf and center is not None:
+        # The kernel summed O' = O - c off the diagonal: S = S' + c_b r'_a + c_a r'_b + n (n-1) c_a c_b,
+        # R = R' + (n - 1) c, in float64 (c as the kernel rounded it).
+        c = c.double()
+        r = rows.sum(1)
+        S = S + c[None, :] * r[:, None] + c[:, None] * r[None, :] + (n * (n - 1)) * torch.outer(c, c)
+        rows = rows + (n - 1) * c[:, None]
+    return S, rows

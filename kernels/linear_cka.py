@@ -68,12 +68,16 @@ def _centered(x_ptr, stride, width, mu_off, s1, s2, mean_ptr, rows, rmask, cols,
     cmask = cols < width
     mask = rmask[:, None] & cmask[None, :]
     x = tl.load(ptr + rows[:, None] * stride + cols[None, :], mask=mask, other=0.0)
-    mu = tl.load(mean_ptr + mu_off + cols, mask=cmask, other=0.0)  # float64
+    # The mean as two float64 parts hi + lo (hi: a value of the data, e.g. its first row)
+    mu = tl.load(mean_ptr + 2 * (mu_off + cols), mask=cmask, other=0.0)
+    mu_lo = tl.load(mean_ptr + 2 * (mu_off + cols) + 1, mask=cmask, other=0.0)
     if CENTER64:
-        u64 = tl.where(mask, x.to(tl.float64) * (s1 * s2) - mu[None, :], 0.0)
+        # (x - hi) is exact where x and hi are within a factor of 2 (an offset larger than the
+        # spread), so the rows are centered to the rounding of the spread, not of the offset
+        u64 = tl.where(mask, (x.to(tl.float64) * (s1 * s2) - mu[None, :]) - mu_lo[None, :], 0.0)
         u = u64.to(ACC)
     else:
-        u = tl.where(mask, x.to(ACC) * s1.to(ACC) * s2.to(ACC) - mu.to(ACC)[None, :], 0.0)
+        u = tl.where(mask, x.to(ACC) * s1.to(ACC) * s2.to(ACC) - (mu + mu_lo).to(ACC)[None, :], 0.0)
         u64 = u
     return u, u64
 
@@ -105,7 +109,7 @@ def _step(acc, k0, n, pa, sa, wa, ma, a1, a2, pb, sb, wb, mb, b1, b2, mean_ptr, 
 @triton.jit
 def linear_cka_kernel(
     layer_ptr,  # (L, 4) int64: data pointer, row stride, width, offset of the layer's mean in mean_ptr
-    mean_ptr,  # float64: the layers' means (of the scaled rows) one after another
+    mean_ptr,  # (D, 2) float64: per feature the mean of the scaled rows as hi + lo, layer after layer
     scale_ptr,  # (L, 2) float64: two factors of each layer's power-of-two scale
     tile_ptr,  # (T, 2) int32: layer, first column
     block_ptr,  # (super-block pairs, 2) int32: I <= J
@@ -247,6 +251,7 @@ def linear_cka_sums(
     means: Sequence[torch.Tensor],
     scales: Sequence[float] | torch.Tensor,
     precision: str = "highest",
+    means_lo: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, sq) for L layers X_a (n, d_a) on one device, any widths:
 
@@ -254,7 +259,10 @@ def linear_cka_sums(
     sq (L, n) float64: sq[a, i] = |X~_a[i]|^2.
 
     means: per layer the (d_a,) mean of the scaled rows (any float dtype; float64 recommended,
-    it is used as given); scales: per layer a power of two (float64 values; 1.0 for none)."""
+    it is used as given); scales: per layer a power of two (float64 values; 1.0 for none);
+    means_lo: optional per layer (d_a,) float64 low parts, the mean being means + means_lo beyond
+    float64's resolution (the rows are centered as (s x - means) - means_lo in float64: with
+    means a value near the data, such as its first row, exactly to the rounding of the spread)."""
     L = len(layers)
     if L == 0:
         raise ValueError("no layers")
@@ -284,9 +292,11 @@ def linear_cka_sums(
     for w in widths:
         offsets.append(offsets[-1] + w)
     table = torch.tensor([[x.data_ptr(), x.stride(0), w, o] for x, w, o in zip(layers, widths, offsets)], dtype=torch.int64)
-    mean = torch.cat([torch.as_tensor(m, device=dev).flatten() for m in means]).to(torch.float64)
-    if mean.numel() != offsets[-1]:
+    hi = torch.cat([torch.as_tensor(m, device=dev).flatten() for m in means]).to(torch.float64)
+    lo = torch.zeros_like(hi) if means_lo is None else torch.cat([torch.as_tensor(m, device=dev).flatten() for m in means_lo]).to(torch.float64)
+    if hi.numel() != offsets[-1] or lo.numel() != offsets[-1]:
         raise ValueError(f"means must have the layers' widths {widths}")
+    mean = torch.stack([hi, lo], 1)  # (D, 2)
     scales = [float(v) for v in (scales.tolist() if torch.is_tensor(scales) else scales)]
     if len(scales) != L:
         raise ValueError(f"one scale per layer: {L} layers, {len(scales)} scales")

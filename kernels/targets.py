@@ -30,7 +30,7 @@ import tempfile
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 
 #: the modules whose ``configs()`` are checked, in report order
-MODULES = ("comoment", "linear_cka", "kernel_tiles", "cosine", "mimic_block")
+MODULES = ("comoment", "linear_cka", "moments", "kernel_tiles", "cosine", "mimic_block")
 
 
 def all_configs(exhaustive: bool = True, modules=MODULES) -> list:

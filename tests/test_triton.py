@@ -8,11 +8,10 @@ import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from strategies import TORCH_DTYPES, accumulates_in_float64, as64, dtypes, related_pair
 
 import fastsim
 from fastsim import reference as R
-
-from strategies import TORCH_DTYPES, accumulates_in_float64, as64, dtypes, related_pair
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -116,8 +115,9 @@ def test_triton_tile_kernel_cka_matches_reference(data):
         assume(not debiased or R.hsic(K, K, True) > 0.05 * R.hsic(K, K))
     dtype = data.draw(st.sampled_from([torch.float32, torch.float64]))
     x = torch.from_numpy(np.stack(layers)).to(dtype).to(DEVICE)
-    from fastsim.core import kernel_sums as torch_cka
     from unittest import mock
+
+    from fastsim.core import kernel_sums as torch_cka
 
     # n < sum(d) picks the tile kernel for linear CKA; force it for every drawn shape.
     with mock.patch.object(torch_cka, "linear_uses_sample_space", lambda n, dims: True):

@@ -157,7 +157,8 @@ def _gram(out: torch.Tensor, zi, zj) -> torch.Tensor:
 
 @dataclass
 class RBFPlan:
-    """How each layer's RBF kernel is represented in the blocks (``rbf_plan``).
+    """How each layer's RBF kernel is represented in the blocks (``rbf_plan``): the one decision,
+    read by the torch blocks here and by the Triton kernel tiles (``kernel_sums_triton``).
 
     coef: -1 / (2 sigma^2) per layer; shifted: store K - 1 = expm1(.) (sigma large next to the
     distances: entries near 1, whose centering would cancel); else exp(coef (d2 - offset)), the
@@ -168,6 +169,7 @@ class RBFPlan:
     coef: torch.Tensor  # (L,) float64
     shifted: torch.Tensor  # (L,) bool
     offset: torch.Tensor  # (L,) float64 squared distance subtracted before exp (0 for shifted)
+    sigma: torch.Tensor | None = None  # (L,) float64, on the scaled data: coef = -1 / (2 sigma^2)
 
     def log_scale(self) -> torch.Tensor:
         return self.coef * self.offset
@@ -311,7 +313,7 @@ def rbf_plan(
         for l, m in zip(candidates, found.tolist()):
             if -float(coef[l]) * m > limit and math.isfinite(m):
                 offset[l] = m
-    return RBFPlan(coef, flags, offset)
+    return RBFPlan(coef, flags, offset, torch.tensor([float(s) for s in sigmas], dtype=torch.float64))
 
 
 def linear_stats(layers: list[torch.Tensor], mom: Moments, dt: torch.dtype) -> KernelStats:

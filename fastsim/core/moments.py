@@ -21,6 +21,34 @@ from . import budget, threads
 from .scaling import power_of_two_scale, scale_halves
 
 
+def extremes_verdict(lo: torch.Tensor, hi: torch.Tensor, widths: list[int], bad: torch.Tensor | None = None):
+    """The one rule for what a layer's per-feature extremes say, for one or many layers at once.
+
+    lo, hi: every feature's min and max over the rows, the layers' features one after another
+    (`widths` per layer); bad: per feature whether a value is NaN or Inf (default: lo or hi not
+    finite, as aminmax propagates NaN). Returns per layer (peak |x| as floats, constant, nonfinite):
+    constant (zero variance) when every feature's min equals its max, i.e. every row equal, exactly
+    (finite layers only); the peak over the finite features (0 if none). A handful of torch ops
+    whatever the number of layers."""
+    if bad is None:
+        bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+    per = torch.stack([
+        torch.maximum(lo.abs(), hi.abs()).double().nan_to_num_(0.0, 0.0, 0.0),
+        (lo != hi).double(),
+        bad.double(),
+    ], 1)  # (D, 3)
+    lengths = torch.tensor(widths, device=lo.device)
+    peak, varies, nonfinite = torch.segment_reduce(per, "max", lengths=lengths, unsafe=True).cpu().T
+    nonfinite = nonfinite > 0
+    return peak.tolist(), ~(varies > 0) & ~nonfinite, nonfinite
+
+
+def zero_variance(constant: torch.Tensor, nonfinite: torch.Tensor) -> torch.Tensor:
+    """(L,) bool: the layers CKA calls degenerate for zero variance: every sample equal (finite
+    layers only; NaN/Inf layers are reported as such)."""
+    return constant & ~nonfinite
+
+
 @dataclass
 class Moments:
     scale: list[float]  # per layer power of two applied to every value
@@ -46,7 +74,7 @@ class Moments:
 
     def degenerate(self) -> torch.Tensor:
         """(L,) bool: layers with zero variance, exactly: every sample equal (finite layers only)."""
-        return self.constant & ~self.nonfinite
+        return zero_variance(self.constant, self.nonfinite)
 
 
 def scaled(rows: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
@@ -72,9 +100,7 @@ def _one_layer(x: torch.Tensor, dtype: torch.dtype):
         cl, ch = torch.aminmax(x[s:e], dim=0)  # NaN propagates
         lo = cl if lo is None else torch.minimum(lo, cl)
         hi = ch if hi is None else torch.maximum(hi, ch)
-    finite = bool(torch.isfinite(lo).all() & torch.isfinite(hi).all())
-    same = bool((lo == hi).all())
-    max_abs = float(torch.maximum(lo.abs(), hi.abs()).nan_to_num(0.0, 0.0, 0.0).amax()) if d else 0.0
+    (max_abs,), constant, nonfinite = extremes_verdict(lo, hi, [d])
     scale = power_of_two_scale(max_abs)
     first, second = scale_halves(scale)
     total = torch.zeros(d, dtype=torch.float64, device=x.device)
@@ -93,7 +119,7 @@ def _one_layer(x: torch.Tensor, dtype: torch.dtype):
         flat = z.view(-1)
         var += torch.dot(flat, flat).double()
         res += z.sum(0, dtype=torch.float64)
-    return scale, mu, var / n, sq / n, res, same and finite, not finite
+    return scale, mu, var / n, sq / n, res, bool(constant[0]), bool(nonfinite[0])
 
 
 def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
@@ -105,3 +131,40 @@ def layer_moments(layers: list[torch.Tensor], dtype: torch.dtype) -> Moments:
         list(scales), list(means), torch.stack(var_).cpu(), torch.stack(raw).cpu(), list(residual), dtype,
         torch.tensor(constant), torch.tensor(nonfinite),
     )
+
+
+@dataclass
+class Summary:
+    """What a fused one-pass path needs of each layer (``layer_summary``): no centered copy, no
+    second moments."""
+
+    scale: list[float]  # per layer power of two applied to every value (as Moments.scale)
+    # per layer (d_l,) float64: the mean of the scaled rows is mean_hi + mean_lo beyond float64's
+    # resolution: mean_hi the scaled first row (a value of the data, exact), mean_lo the mean of
+    # the differences to it (centering as (x - mean_hi) - mean_lo is exact to the rounding of the
+    # spread, however large the offset)
+    mean_hi: list[torch.Tensor]
+    mean_lo: list[torch.Tensor]
+    constant: torch.Tensor  # (L,) bool: every row equal (zero variance, exactly)
+    nonfinite: torch.Tensor  # (L,) bool: the layer holds NaN or Inf
+
+    def degenerate(self) -> torch.Tensor:
+        return zero_variance(self.constant, self.nonfinite)
+
+
+def layer_summary(layers: list[torch.Tensor]) -> Summary:
+    """Every layer's Summary from one launch of ``kernels.moments.column_moments`` over all layers
+    (one read of the data, no n x d temporaries) and a few torch ops for all layers together:
+    the scale and zero variance by the rule of ``extremes_verdict`` (as ``layer_moments``), the
+    mean as the first row plus the float64 mean of the differences to it (``Summary``)."""
+    from ..kernels.moments import column_moments
+
+    n = layers[0].shape[0]
+    widths = [x.shape[1] for x in layers]
+    lo, hi, first, total, bad = column_moments(layers)
+    peaks, constant, nonfinite = extremes_verdict(lo, hi, widths, bad > 0)
+    scales = [power_of_two_scale(p) for p in peaks]
+    per_feature = torch.tensor(scales, dtype=torch.float64).repeat_interleave(torch.tensor(widths)).to(lo.device)
+    hi = first * per_feature  # powers of two: exact
+    lo = total * (per_feature / max(n, 1))
+    return Summary(scales, list(hi.split(widths)), list(lo.split(widths)), constant, nonfinite)

@@ -25,7 +25,7 @@ from ..core.errors import check_choice, check_flag
 from ..core.hsic import cka_from_hsic, hsic_matrix
 from ..core.inputs import Origin, check_finite, prepare, split_layers, to_origin
 from ..core.kernel_sums import linear_stats
-from ..core.moments import layer_moments
+from ..core.moments import layer_moments, layer_summary
 from ..core.numpy_reference import centered_scaled, cka_of_kernels
 from ..core.precision import PRECISIONS, compute_dtype, matmul_precision, work_dtype
 from .spec import DEBIASED, Metric, unbiased_needs_four
@@ -50,11 +50,12 @@ def triton_matrix(layers: list[torch.Tensor], *, precision: str, debiased: bool)
     from ..core.kernel_sums import linear_uses_sample_space
 
     dt = compute_dtype(layers)
-    mom = layer_moments(layers, dt)
     if linear_uses_sample_space(layers[0].shape[0], [x.shape[1] for x in layers]):
+        mom = layer_moments(layers, dt)
         st = kernel_sums_triton.sample_stats(layers, mom, dt, precision)
-    else:
-        st = kernel_sums_triton.linear_feature_stats(layers, dt, precision)
+    else:  # one launch for the scale, mean and zero variance of every layer, one for the sums
+        mom = layer_summary(layers)
+        st = kernel_sums_triton.linear_feature_stats(layers, mom, precision)
     return cka_from_hsic(hsic_matrix(st, debiased), mom.degenerate(), debiased, mom.nonfinite).to(dt)
 
 

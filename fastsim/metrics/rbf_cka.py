@@ -74,22 +74,23 @@ def reference(a: Any, b: Any, sigma: float | None = None, debiased: bool = False
 
 
 def _matrix(layers: list[torch.Tensor], precision: str, sigma: float | None, debiased: bool, triton: bool) -> torch.Tensor:
-    dt = compute_dtype(layers)
-    if triton:
-        from ..core import kernel_sums_triton
+    """Both backends: the same moments, bandwidths and representation (``rbf_bandwidths`` and
+    ``rbf_plan``, one decision), then the torch blocks or the Triton kernel tiles. The torch path
+    works in float64 at "highest"; the Triton one in the input's accumulation dtype (3xTF32 dots
+    on GPUs at "highest")."""
+    dt = compute_dtype(layers) if triton else work_dtype(layers, precision)
+    mom = layer_moments(layers, dt)
+    sigmas, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
+    with matmul_precision(precision):
+        plan = rbf_plan(layers, mom, dt, sigmas, shifted)
+        if triton:
+            from ..core import kernel_sums_triton
 
-        mom = layer_moments(layers, dt)
-        sigmas, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
-        st = kernel_sums_triton.sample_stats(layers, mom, dt, precision, sigmas, shifted)
-    else:
-        wt = work_dtype(layers, precision)
-        mom = layer_moments(layers, wt)
-        sigmas, shifted, zero_sigma = rbf_bandwidths(layers, mom, sigma)
-        with matmul_precision(precision):
-            plan = rbf_plan(layers, mom, wt, sigmas, shifted)
-            st = sample_stats(layers, mom, wt, "rbf", plan)
+            st = kernel_sums_triton.sample_stats(layers, mom, dt, precision, plan)
+        else:
+            st = sample_stats(layers, mom, dt, "rbf", plan)
     bad = mom.degenerate() | zero_sigma
-    return cka_from_hsic(hsic_matrix(st, debiased), bad, debiased, mom.nonfinite).to(dt)
+    return cka_from_hsic(hsic_matrix(st, debiased), bad, debiased, mom.nonfinite).to(compute_dtype(layers))
 
 
 def torch_matrix(layers: list[torch.Tensor], *, precision: str, sigma: float | None, debiased: bool) -> torch.Tensor:

@@ -5,12 +5,12 @@ configurations its dispatch can pick: dtype x precision x layer groups x tiles x
 sm_80 (A100) and sm_90 (H100/H200) with Triton's bundled ptxas, and we check that each would
 launch there (shared memory within the per-block opt-in limit) and does not spill.
 
-By default a representative subset runs (each module's ``configs(exhaustive=False)``, 40
+By default a representative subset runs (each module's ``configs(exhaustive=False)``, 44
 configurations: every kernel, float32 at every precision, float64, bfloat16, aligned and
 unaligned specializations, every layer grouping, the heaviest tiles of each kernel; plus the
-mimic block's 6 for sm_86): 86 compiles, one to three minutes cold on two cores, seconds once
+mimic block's 6 for sm_86): 94 compiles, one to three minutes cold on two cores, seconds once
 Triton's cache and the ptxas cache beside it are warm. FASTSIM_GPU_TARGETS=all runs the
-exhaustive matrix (280 configurations, 560 compiles; about 25 minutes cold on a busy two-core
+exhaustive matrix (288 configurations, 576 compiles; about 25 minutes cold on a busy two-core
 machine).
 
 CUDA C++: ``nvcc -Xptxas -v`` of csrc/*.cu for sm_80 and sm_90 (skipped without nvcc), held to
@@ -76,8 +76,8 @@ def test_every_triton_configuration_compiles_for_sm80_and_sm90(triton_targets):
     errors = [(r["arch"], r["config"], r["error"][-500:]) for r in triton_targets if "error" in r]
     assert not errors, errors
     kernels = {r["kernel"] for r in triton_targets}
-    assert {"upper_gram_kernel", "linear_cka_kernel", "kernel_tile_kernel", "layer_cosine_kernel",
-            "layer_norms_kernel", "row_cosine_kernel", "mimic_block_kernel"} <= kernels
+    assert {"upper_gram_kernel", "linear_cka_kernel", "column_moments_kernel", "kernel_tile_kernel",
+            "layer_cosine_kernel", "layer_norms_kernel", "row_cosine_kernel", "mimic_block_kernel"} <= kernels
 
 
 def test_every_triton_configuration_fits_shared_memory(triton_targets):
@@ -105,19 +105,22 @@ def test_dispatch_picks_only_enumerated_configurations():
     """The launchers' configurations for inputs across the range (layers 1..96, widths, dtypes,
     precisions, alignment) are all among the checked ones."""
     import torch
-    from fastsim.kernels import comoment, cosine, kernel_tiles, linear_cka, mimic_block
+
+    from fastsim.kernels import comoment, cosine, kernel_tiles, linear_cka, mimic_block, moments
     from fastsim.kernels.config import unique
 
     def keys(cfgs):
         return {(c.name, tuple((k, str(v)) for k, v in c.constexprs), c.num_warps, c.num_stages, c.aligned) for c in cfgs}
 
-    known = keys(comoment.configs() + linear_cka.configs() + kernel_tiles.configs() + cosine.configs() + mimic_block.configs())
+    known = keys(comoment.configs() + linear_cka.configs() + moments.configs() + kernel_tiles.configs()
+                 + cosine.configs() + mimic_block.configs())
     picked = []
     dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
     for dt in dtypes:
         for precision in ("highest", "high", "medium"):
             for aligned in (True, False):
                 picked.append(linear_cka.launch_config(dt, precision, aligned=aligned))
+                picked.append(moments.launch_config(dt, aligned=aligned))
                 for rbf in (True, False):
                     picked.append(kernel_tiles.launch_config(dt, precision, rbf, aligned=aligned))
                 if dt in (torch.float32, torch.float64):

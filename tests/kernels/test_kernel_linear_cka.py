@@ -180,8 +180,9 @@ def test_one_call_issues_a_few_torch_ops_at_benchmark_size(monkeypatch):
     """At L = 25, d = 1024, n = 65,536 the launcher issues a few dozen torch ops around one kernel
     launch (the streaming path issued about 8 million). The layers are zero-stride row views of
     one small buffer (no 6.7 GB of data); the kernel launch itself is stubbed."""
-    import fastsim.kernels.linear_cka as lc
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    import fastsim.kernels.linear_cka as lc
 
     launches = []
 
