@@ -84,7 +84,7 @@ def column_moments_kernel(
 # ---- configurations ---------------------------------------------------------------------------
 
 BD = 64  # features per program
-BK = 32  # rows per step
+BK = 16  # rows per step
 NUM_WARPS = 8
 
 

@@ -10,7 +10,7 @@ configurations: every kernel, float32 at every precision, float64, bfloat16, ali
 unaligned specializations, every layer grouping, the heaviest tiles of each kernel; plus the
 mimic block's 6 for sm_86): 94 compiles, one to three minutes cold on two cores, seconds once
 Triton's cache and the ptxas cache beside it are warm. FASTSIM_GPU_TARGETS=all runs the
-exhaustive matrix (288 configurations, 576 compiles; about 25 minutes cold on a busy two-core
+exhaustive matrix (288 configurations, 576 compiles), as CI does with ``python3 -m fastsim.kernels.targets --all --jobs 2`` (8 min 46 s cold on the idle two-core
 machine).
 
 CUDA C++: ``nvcc -Xptxas -v`` of csrc/*.cu for sm_80 and sm_90 (skipped without nvcc), held to
