@@ -46,3 +46,27 @@ def crossings(path: Path) -> list[str]:
 def test_no_module_uses_another_modules_private_names():
     found = [line for path in sources() for line in crossings(path)]
     assert not found, "private names used across modules:\n" + "\n".join(found)
+
+
+#: packages a machine running the tests may lack (the GPU machine has none of them): a test module
+#: may import them only through pytest.importorskip or inside its tests, so collection survives
+OPTIONAL = ("soundfile", "matplotlib", "transformers", "tqdm", "ctranslate2", "safetensors")
+
+
+def top_level_optional_imports(path: Path) -> list[str]:
+    """Plain `import x` / `from x import y` of an OPTIONAL package in a module's top-level body."""
+    found = []
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        found += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if n.split(".")[0] in OPTIONAL]
+    return found
+
+
+def test_no_test_module_needs_an_optional_package_to_be_collected():
+    found = [line for path in sorted((ROOT / "tests").rglob("*.py")) for line in top_level_optional_imports(path)]
+    assert not found, "use pytest.importorskip for these:\n" + "\n".join(found)
