@@ -1,5 +1,6 @@
 """The house rules that tools don't check: no module reaches into another module's private
-(underscore) names. Layers and import cycles are checked by lint-imports (pyproject.toml), style by
+(underscore) names; no test module needs an optional package (soundfile, transformers, ...) to be
+collected. Layers and import cycles are checked by lint-imports (pyproject.toml), style by
 ruff; kernels/ being a leaf by tests/kernels/test_kernel_leaf.py."""
 
 from __future__ import annotations
