@@ -41,6 +41,7 @@ import triton
 import triton.language as tl
 
 from .config import LaunchConfig, make_config, unique
+from .layer_table import column_tiles, in_place, pointer_table
 from .precision import (
     INPUT_DTYPES,
     TL_DTYPE,
@@ -263,35 +264,18 @@ def linear_cka_sums(
     means_lo: optional per layer (d_a,) float64 low parts, the mean being means + means_lo beyond
     float64's resolution (the rows are centered as (s x - means) - means_lo in float64: with
     means a value near the data, such as its first row, exactly to the rounding of the spread)."""
-    L = len(layers)
-    if L == 0:
-        raise ValueError("no layers")
-    n = layers[0].shape[0]
-    dev = layers[0].device
-    if any(x.dim() != 2 or x.shape[0] != n for x in layers):
-        raise ValueError(f"layers must be (n, d) with one n; got {[tuple(x.shape) for x in layers]}")
+    layers, dtype, aligned = in_place(layers)
+    L, n, dev = len(layers), layers[0].shape[0], layers[0].device
     if len(means) != L:
         raise ValueError(f"one mean per layer: {L} layers, {len(means)} means")
-    acc = accumulation_dtype(*(x.dtype for x in layers))
-    dtypes = {x.dtype for x in layers}
-    dtype = dtypes.pop() if len(dtypes) == 1 else acc
-    if dtype not in TL_DTYPE:
-        raise TypeError(f"layers must be float16, bfloat16, float32 or float64; got {dtype}")
-    # One dtype for the pointer table and unit feature stride; a copy only of the layers that need it.
-    layers = [x if x.dtype == dtype and (x.stride(1) == 1 or x.shape[1] <= 1) else x.to(dtype).contiguous() for x in layers]
-    aligned = all(x.data_ptr() % 16 == 0 and (x.stride(0) % 16 == 0 or n <= 1) and x.shape[1] % 16 == 0 for x in layers)
     cfg = launch_config(dtype, precision, aligned=aligned, interpret=interpreting())
-    bt = cfg["BT"]
     sums = torch.zeros(L, L, dtype=torch.float64, device=dev)
     sq = torch.zeros(L, n, dtype=torch.float64, device=dev)
     widths = [x.shape[1] for x in layers]
-    tiles = [(a, c) for a, w in enumerate(widths) for c in range(0, w, bt)]
+    tiles = column_tiles(widths, cfg["BT"])
     if n == 0 or not tiles:
         return sums, sq
-    offsets = [0]
-    for w in widths:
-        offsets.append(offsets[-1] + w)
-    table = torch.tensor([[x.data_ptr(), x.stride(0), w, o] for x, w, o in zip(layers, widths, offsets)], dtype=torch.int64)
+    table, offsets = pointer_table(layers)
     hi = torch.cat([torch.as_tensor(m, device=dev).flatten() for m in means]).to(torch.float64)
     lo = torch.zeros_like(hi) if means_lo is None else torch.cat([torch.as_tensor(m, device=dev).flatten() for m in means_lo]).to(torch.float64)
     if hi.numel() != offsets[-1] or lo.numel() != offsets[-1]:

@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from .config import LaunchConfig, make_config, unique
+from .layer_table import column_tiles, in_place, pointer_table
 from .precision import INPUT_DTYPES, TL_DTYPE, accumulation_dtype, interpreting, tl_acc
 
 
@@ -117,32 +118,15 @@ def column_moments(layers: Sequence[torch.Tensor]) -> torch.Tensor:
 
     The layers are read in place if they share a dtype and have unit feature stride (a copy of
     the others)."""
-    L = len(layers)
-    if L == 0:
-        raise ValueError("no layers")
-    n = layers[0].shape[0]
-    dev = layers[0].device
-    if any(x.dim() != 2 or x.shape[0] != n for x in layers):
-        raise ValueError(f"layers must be (n, d) with one n; got {[tuple(x.shape) for x in layers]}")
-    dtypes = {x.dtype for x in layers}
-    dtype = dtypes.pop() if len(dtypes) == 1 else accumulation_dtype(*(x.dtype for x in layers))
-    if dtype not in TL_DTYPE:
-        raise TypeError(f"layers must be float16, bfloat16, float32 or float64; got {dtype}")
-    layers = [x if x.dtype == dtype and (x.stride(1) == 1 or x.shape[1] <= 1) else x.to(dtype).contiguous() for x in layers]
-    widths = [x.shape[1] for x in layers]
-    total = sum(widths)
+    layers, dtype, aligned = in_place(layers)
+    n, dev = layers[0].shape[0], layers[0].device
+    table, offsets = pointer_table(layers)
+    total = offsets[-1]
     out = torch.empty(5, total, dtype=torch.float64, device=dev)
     if n == 0:
         return out.copy_(torch.tensor([float("inf"), float("-inf"), 0.0, 0.0, 0.0], dtype=torch.float64)[:, None])
-    aligned = all(x.data_ptr() % 16 == 0 and (x.stride(0) % 16 == 0 or n <= 1) and x.shape[1] % 16 == 0 for x in layers)
     cfg = launch_config(dtype, aligned=aligned, interpret=interpreting())
-    bd = cfg["BD"]
-    offsets, tiles, start = [], [], 0
-    for a, w in enumerate(widths):
-        offsets.append(start)
-        start += w
-        tiles.extend((a, c) for c in range(0, w, bd))
-    table = torch.tensor([[x.data_ptr(), x.stride(0), w, o] for x, w, o in zip(layers, widths, offsets)], dtype=torch.int64)
+    tiles = column_tiles([x.shape[1] for x in layers], cfg["BD"])
     column_moments_kernel[(len(tiles),)](
         table.to(dev),
         torch.tensor(tiles, dtype=torch.int32).to(dev),

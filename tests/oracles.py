@@ -125,6 +125,19 @@ def rbf_cka(a, b, sigma=None, debiased: bool = False, relative: bool = False) ->
 # ---- cosine neighbours, exactly ---------------------------------------------------------------
 
 
+
+def rbf_cka_sweep(a, b, factors) -> dict:
+    """mpmath RBF CKA of the float64 and the float32 copies of (a, b) at sigma = factor x the
+    median distance of each copy, biased and debiased: {(dtype, factor, debiased): (sigma, value)}."""
+    out = {}
+    for dtype in (np.float64, np.float32):
+        a_, b_ = a.astype(dtype), b.astype(dtype)
+        sigma = float(median_sigma(a_))
+        for f in factors:
+            for debiased in (False, True):
+                out[dtype, f, debiased] = (sigma * f, rbf_cka(a_, b_, sigma * f, debiased))
+    return out
+
 def _cos_key(rows, i, j):
     """cos(x_i, x_j) as (dot, |x_j|^2) for a fixed i: comparisons over j need only dot / |x_j|."""
     return _dot(rows[i], rows[j]), _dot(rows[j], rows[j])

@@ -35,15 +35,7 @@ def _pair(n=12, d=5, seed=1):
 @pytest.fixture(scope="module")
 def rbf_oracle():
     """mpmath RBF CKA of the float64 and the float32 pair at every factor (computed once)."""
-    a, b = _pair()
-    out = {}
-    for dtype in (np.float64, np.float32):
-        a_, b_ = a.astype(dtype), b.astype(dtype)
-        sigma = float(oracles.median_sigma(a_))
-        for f in FACTORS:
-            for debiased in (False, True):
-                out[dtype, f, debiased] = (sigma * f, oracles.rbf_cka(a_, b_, sigma * f, debiased))
-    return out
+    return oracles.rbf_cka_sweep(*_pair(), FACTORS)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -51,15 +51,7 @@ def _path(space: str):
 
 @pytest.fixture(scope="module")
 def rbf_oracle():
-    a, b = _pair()
-    out = {}
-    for dtype in (np.float64, np.float32):
-        a_, b_ = a.astype(dtype), b.astype(dtype)
-        sigma = float(oracles.median_sigma(a_))
-        for f in FACTORS:
-            for debiased in (False, True):
-                out[dtype, f, debiased] = (sigma * f, oracles.rbf_cka(a_, b_, sigma * f, debiased))
-    return out
+    return oracles.rbf_cka_sweep(*_pair(), FACTORS)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
